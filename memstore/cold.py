@@ -1,0 +1,222 @@
+"""The cold tier: one LMDB environment on disk, written by one writer thread in group commits.
+
+LMDB is the source of truth for persistent data and the last stop of cache data. Facts that shape
+this module (measured, see DESIGN.md section 7): LMDB has no checksums of its own (the record header
+adds them), map-full fails at commit and leaves the environment usable, reader slots of a killed
+process linger until ``reader_check()``, and keys are 1 to 511 bytes.
+
+The environment is opened with ``sync=False``: a commit reaches the OS page cache (enough to survive a
+killed process) and the writer calls ``env.sync(True)`` once for every batch that holds a persistent
+write, so one fsync acknowledges many puts.
+
+Notes on threads: any thread may call ``read``; ``submit_*`` enqueue work for the single writer thread
+and return a Future. Until its batch commits, a queued write is served from ``_pending`` so readers
+never see the store go back in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import lmdb
+
+from memstore.errors import CapacityError, MemstoreError
+
+T = TypeVar("T")
+
+PAGE = 4096
+
+
+class ColdFullError(CapacityError):
+    """The LMDB map cannot take this write (the cold budget is spent)."""
+
+
+class ColdIOError(MemstoreError):
+    """LMDB reported an error other than a full map (disk error, disk full)."""
+
+
+def lmdb_cost(key_len: int, value_len: int) -> int:
+    """Bytes a record is expected to take in the map: overflow pages for large values, leaf space else."""
+    size = key_len + value_len + 16
+    if size > PAGE // 2:
+        return (value_len + 16 + PAGE - 1) // PAGE * PAGE
+    return 2 * size  # leaf pages run about half full after splits
+
+
+@dataclass(slots=True)
+class _Op:
+    db: object
+    key: bytes
+    value: bytes | None  # None deletes
+    durable: bool  # fsync before acknowledging
+    tag: int = 0  # the caller's name for this write, echoed in ``failures``
+    future: Future[bool] = field(default_factory=Future)
+
+
+class ColdTier:
+    def __init__(
+        self, path: str, map_size: int, *, batch_ops: int = 64, batch_bytes: int = 64 << 20,
+        pending_limit: int = 256 << 20,
+    ) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.map_size = map_size
+        self.env = lmdb.open(
+            path, map_size=map_size, subdir=True, max_dbs=4, sync=False, metasync=False, readahead=True,
+            lock=True, max_readers=512,
+        )
+        self.env.reader_check()  # free the reader slots of processes that died holding them
+        self.records = self.env.open_db(b"records")
+        self.meta = self.env.open_db(b"meta")
+        self._batch_ops = batch_ops
+        self._batch_bytes = batch_bytes
+        self._pending_limit = pending_limit
+        self._pending: dict[bytes, bytes | None] = {}
+        self._pending_bytes = 0
+        self._queue: deque[_Op] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.commits = 0
+        self.bytes_written = 0
+        self.failures: deque[tuple[bytes, bytes | None, int, BaseException]] = deque()
+        self._writer = threading.Thread(target=self._run, name="memstore-cold-writer", daemon=True)
+        self._writer.start()
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    def read(self, key: bytes, fn: Callable[[memoryview], T]) -> T | None:
+        """Apply ``fn`` to the stored record (a view valid only during the call); None if absent."""
+        with self._cond:
+            if key in self._pending:
+                value = self._pending[key]
+                if value is None:
+                    return None
+                return fn(memoryview(value))
+        with self.env.begin(db=self.records, buffers=True) as txn:
+            buf = txn.get(key)
+            if buf is None:
+                return None
+            return fn(buf)
+
+    def scan(self) -> Iterator[tuple[bytes, int]]:
+        """Every stored key with its record length (reads no value pages)."""
+        with self.env.begin(db=self.records, buffers=True) as txn:
+            for key, value in txn.cursor():
+                yield bytes(key), len(value)
+
+    def meta_items(self) -> list[tuple[bytes, bytes]]:
+        with self.env.begin(db=self.meta) as txn:
+            return list(txn.cursor())
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    def submit_put(self, key: bytes, record: bytes, *, durable: bool = False, tag: int = 0) -> Future[bool]:
+        return self._submit(_Op(self.records, key, record, durable, tag))
+
+    def submit_delete(self, key: bytes, *, durable: bool = False) -> Future[bool]:
+        return self._submit(_Op(self.records, key, None, durable))
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        self._submit(_Op(self.meta, key, value, True)).result()
+
+    def _submit(self, op: _Op) -> Future[bool]:
+        size = len(op.value) if op.value is not None else 0
+        with self._cond:
+            if self._stopping:
+                raise MemstoreError("the cold tier is closed")
+            # Backpressure: bound the bytes waiting for the writer.
+            while self._pending_bytes + size > self._pending_limit and self._queue:
+                self._cond.wait()
+            if op.db is self.records:
+                old = self._pending.get(op.key)
+                self._pending_bytes += size - (len(old) if old is not None else 0)
+                self._pending[op.key] = op.value
+            self._queue.append(op)
+            self._cond.notify_all()
+        return op.future
+
+    def flush(self) -> None:
+        """Wait until every write queued so far has been committed (or failed)."""
+        with self._cond:
+            last = self._queue[-1] if self._queue else None
+        if last is not None:
+            with contextlib.suppress(MemstoreError):
+                last.future.result()
+
+    def _take_batch(self) -> list[_Op]:
+        batch: list[_Op] = []
+        size = 0
+        while self._queue and len(batch) < self._batch_ops and size < self._batch_bytes:
+            op = self._queue.popleft()
+            batch.append(op)
+            size += len(op.value) if op.value is not None else 0
+        return batch
+
+    def _apply(self, batch: list[_Op]) -> None:
+        with self.env.begin(write=True) as txn:
+            for op in batch:
+                if op.value is None:
+                    txn.delete(op.key, db=op.db)
+                else:
+                    txn.put(op.key, op.value, db=op.db)
+        if any(op.durable for op in batch):
+            self.env.sync(True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue and self._stopping:
+                    return
+                batch = self._take_batch()
+            results: list[BaseException | None]
+            try:
+                self._apply(batch)
+                results = [None] * len(batch)
+            except lmdb.Error:
+                # Find out which writes fail by committing them one at a time.
+                results = []
+                for op in batch:
+                    try:
+                        self._apply([op])
+                        results.append(None)
+                    except lmdb.MapFullError as exc:
+                        results.append(ColdFullError(f"cold tier full ({self.map_size} byte map): {exc}"))
+                    except lmdb.Error as exc:
+                        results.append(ColdIOError(f"LMDB write failed: {exc}"))
+            self.commits += 1
+            with self._cond:
+                for op, err in zip(batch, results, strict=True):
+                    if op.db is self.records and self._pending.get(op.key, b"") is op.value:
+                        del self._pending[op.key]
+                        self._pending_bytes -= len(op.value) if op.value is not None else 0
+                    if err is not None and op.db is self.records:
+                        self.failures.append((op.key, op.value, op.tag, err))
+                    elif op.value is not None:
+                        self.bytes_written += len(op.value)
+                self._cond.notify_all()
+            for op, err in zip(batch, results, strict=True):
+                if err is None:
+                    op.future.set_result(True)
+                else:
+                    op.future.set_exception(err)
+
+    def disk_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int((info["last_pgno"] + 1) * stat["psize"])
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._writer.join()
+        self.env.sync(True)
+        self.env.close()

@@ -1,0 +1,46 @@
+"""One root error for every fault memstore raises; a miss is never an error.
+
+Each class says what to change. The service maps these to gRPC status codes in one place
+(``memstore_server.errors``).
+"""
+
+from __future__ import annotations
+
+
+class MemstoreError(Exception):
+    """Root of every error memstore raises on purpose."""
+
+
+class InvalidKeyError(MemstoreError, ValueError):
+    """A key is empty, too long or not bytes: keys are 1 to MAX_KEY_BYTES bytes."""
+
+
+class InvalidValueError(MemstoreError, ValueError):
+    """A value is not bytes-like or a plain numpy array, or its dtype/shape disagree with its bytes."""
+
+
+class InvalidNamespaceError(MemstoreError, ValueError):
+    """A namespace name or option is malformed, or the namespace does not exist."""
+
+
+class CapacityError(MemstoreError):
+    """The store cannot hold this: a value larger than every tier, or a full persistent tier.
+
+    Free space (delete records) or open the store with a larger ``cold_bytes``.
+    """
+
+
+class PersistentFullError(CapacityError):
+    """The cold tier cannot take a persistent record; nothing was written."""
+
+
+class CorruptRecordError(MemstoreError):
+    """A stored record failed its header or checksum checks; it is treated as a miss and removed."""
+
+
+class StoreLockedError(MemstoreError):
+    """Another live process has this store path open; one process owns a store path at a time."""
+
+
+class StoreClosedError(MemstoreError):
+    """The store was closed; open it again."""

@@ -1,0 +1,793 @@
+"""TieredStore: hot shared-memory arena, compressed DRAM warm tier, LMDB cold tier.
+
+Movement: a put goes to hot (a value too large for hot goes to warm, one too large for warm to cold).
+Hot victims move to warm as they are (a copy out of the arena) and a background thread compresses them
+there; warm victims are written to cold; cold victims of the cache class are dropped. A hit in warm or
+cold promotes to hot. An entry promoted from cold keeps its cold copy and is marked *clean*: demoting
+it again only drops it, nothing is rewritten (CacheLib's "NVM clean"). Persistent namespaces write
+cold first (acknowledged after a synced commit), keep a clean copy in hot, and are never evicted from
+cold.
+
+Notes on locking:
+- One re-entrant lock (``_lock``) guards every index, policy, the arena allocator and the statistics.
+  Copies into and out of the arena happen under it (they are memcpy-fast).
+- Decompression, checksum checks of warm and cold records and LMDB reads run outside the lock on
+  snapshots (warm records are immutable ``bytes``). Promotion retakes the lock and only proceeds if the
+  source entry is still the one that was read, so a concurrent put or delete always wins.
+- Compression of demoted records runs on the compactor thread, which swaps a compressed record in
+  only if the raw one it read is still current.
+- The LMDB writer thread never takes ``_lock``; it reports failed writes through ``ColdTier.failures``
+  and the store reconciles them at the start of its next operation. Callers wait for cold commits
+  (persistent puts, deletes) only after releasing ``_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from memstore import settings
+from memstore.codecs import RAW, Codec, codec_named, decode_payload
+from memstore.cold import ColdFullError, ColdTier, lmdb_cost
+from memstore.errors import (
+    CapacityError,
+    CorruptRecordError,
+    InvalidKeyError,
+    InvalidNamespaceError,
+    MemstoreError,
+    PersistentFullError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from memstore.hot import HotArena, HotEntry, remove_stale_segment
+from memstore.policy import EvictionPolicy, make_policy
+from memstore.record import (
+    RecordMeta,
+    encode_record,
+    pack_header,
+    parse_record,
+    raw_to_value,
+    value_to_raw,
+)
+
+Durability = Literal["cache", "persistent"]
+Value = bytes | Any  # bytes, or a numpy array
+_NS_NAME = re.compile(r"^[A-Za-z0-9_.:@+=/-]{1,%d}$" % settings.MAX_NAMESPACE_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    durability: Durability = "cache"
+    warm_codec: str = str(settings.DEFAULTS["warm_codec"])
+    cold_codec: str = str(settings.DEFAULTS["cold_codec"])
+
+    @property
+    def prefix(self) -> bytes:
+        raw = self.name.encode()
+        return bytes([len(raw)]) + raw
+
+    @property
+    def persistent(self) -> bool:
+        return self.durability == "persistent"
+
+    def options(self) -> dict[str, str]:
+        return {"durability": self.durability, "warm_codec": self.warm_codec, "cold_codec": self.cold_codec}
+
+
+@dataclass(slots=True)
+class WarmEntry:
+    record: bytes  # header + payload, immutable
+    meta: RecordMeta
+    clean: bool
+    compressed: bool
+
+
+@dataclass(slots=True)
+class ColdEntry:
+    cost: int
+    persistent: bool
+    tag: int  # which queued write made this entry (to reconcile failed writes)
+
+
+@dataclass(slots=True)
+class TierStats:
+    hits: int = 0
+    misses: int = 0
+    demotions: int = 0  # entries moved (or dropped because clean) to the tier below
+    evictions: int = 0  # entries dropped for space (cold only: cache data leaving the store)
+    promotions: int = 0  # entries copied up out of this tier
+    checksum_failures: int = 0
+    failed_demotions: int = 0
+    raw_bytes: int = 0  # decoded size of what the tier holds (for the compression ratio)
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _check_key(key: object) -> bytes:
+    if not isinstance(key, bytes):
+        raise InvalidKeyError(f"keys are bytes, not {type(key).__name__}")
+    if not 1 <= len(key) <= settings.MAX_KEY_BYTES:
+        raise InvalidKeyError(f"keys are 1 to {settings.MAX_KEY_BYTES} bytes, this one is {len(key)}")
+    return key
+
+
+class TieredStore:
+    """A three-tier key-value store; see the module docstring for movement and locking."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        hot_bytes: int = int(settings.DEFAULTS["hot_bytes"]),  # type: ignore[call-overload]
+        warm_bytes: int = int(settings.DEFAULTS["warm_bytes"]),  # type: ignore[call-overload]
+        cold_bytes: int = int(settings.DEFAULTS["cold_bytes"]),  # type: ignore[call-overload]
+        policy: str = str(settings.DEFAULTS["policy"]),
+        background_compression: bool = True,
+        prefault: bool = True,
+    ) -> None:
+        for name, v in (("hot_bytes", hot_bytes), ("warm_bytes", warm_bytes), ("cold_bytes", cold_bytes)):
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int")
+        self.path = os.fspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._lockfile = open(os.path.join(self.path, "LOCK"), "a+")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise StoreLockedError(f"{self.path} is open in another process") from None
+        self._owner_file = os.path.join(self.path, "hot.segment")
+        self._remove_dead_segment()
+
+        self._cold = ColdTier(os.path.join(self.path, "cold"), self._fixed_map_size(max(cold_bytes, 1 << 20)))
+        self._cold_budget = max(0, int(self._cold.map_size * settings.COLD_FILL) - settings.COLD_RESERVED)
+        self._hot = HotArena(self.path, max(hot_bytes, 4096), prefault=prefault)
+        with open(self._owner_file, "w") as f:
+            f.write(self._hot.name)
+        self._hot_enabled = hot_bytes > 0
+        self._warm_capacity = warm_bytes
+
+        self._hot_index: dict[bytes, HotEntry] = {}
+        self._warm_index: dict[bytes, WarmEntry] = {}
+        self._cold_index: dict[bytes, ColdEntry] = {}
+        self._warm_used = 0
+        self._cold_used = 0
+        self._policy_name = policy
+        self._hot_policy: EvictionPolicy = make_policy(policy)
+        self._warm_policy: EvictionPolicy = make_policy(policy)
+        self._cold_policy: EvictionPolicy = make_policy(policy)
+        self._pinned: set[bytes] = set()
+        self._stats = {"hot": TierStats(), "warm": TierStats(), "cold": TierStats()}
+        self._next_tag = 0
+
+        self._namespaces: dict[str, Namespace] = {}
+        self._ns_by_prefix: dict[bytes, Namespace] = {}
+        self._load_namespaces()
+        self._load_cold_index()
+
+        self._compact_queue: deque[bytes] = deque()
+        self._compact_cond = threading.Condition(self._lock)
+        self._compactor: threading.Thread | None = None
+        if background_compression:
+            self._compactor = threading.Thread(target=self._compact_loop, name="memstore-compactor", daemon=True)
+            self._compactor.start()
+
+    # ---- opening --------------------------------------------------------------------------------
+
+    def _remove_dead_segment(self) -> None:
+        """We hold the path's lock, so a segment named in the owner file belongs to a dead process."""
+        try:
+            with open(self._owner_file) as f:
+                remove_stale_segment(f.read().strip())
+        except FileNotFoundError:
+            pass
+
+    def _fixed_map_size(self, requested: int) -> int:
+        """The map size is chosen once, when the store is created; later opens reuse it."""
+        size_file = os.path.join(self.path, "cold_bytes")
+        try:
+            with open(size_file) as f:
+                return int(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            with open(size_file, "w") as f:
+                f.write(str(requested))
+            return requested
+
+    def _load_namespaces(self) -> None:
+        for key, value in self._cold.meta_items():
+            if key.startswith(b"ns:"):
+                opts = json.loads(value)
+                self._register(Namespace(key[3:].decode(), **opts))
+        if "default" not in self._namespaces:
+            self.create_namespace("default")
+
+    def _register(self, ns: Namespace) -> None:
+        self._namespaces[ns.name] = ns
+        self._ns_by_prefix[ns.prefix] = ns
+
+    def _load_cold_index(self) -> None:
+        for fk, length in self._cold.scan():
+            ns = self._ns_by_prefix.get(fk[: 1 + fk[0]])
+            if ns is None:
+                continue
+            entry = ColdEntry(lmdb_cost(len(fk), length), ns.persistent, 0)
+            self._cold_index[fk] = entry
+            self._cold_used += entry.cost
+            if not ns.persistent:
+                self._cold_policy.insert(fk)
+
+    # ---- namespaces -----------------------------------------------------------------------------
+
+    def create_namespace(
+        self,
+        name: str,
+        *,
+        durability: Durability = "cache",
+        warm_codec: str = str(settings.DEFAULTS["warm_codec"]),
+        cold_codec: str = str(settings.DEFAULTS["cold_codec"]),
+    ) -> Namespace:
+        """Create a namespace, or return it if it exists with the same options."""
+        if not isinstance(name, str) or not _NS_NAME.match(name):
+            raise InvalidNamespaceError(
+                f"namespace names are 1-{settings.MAX_NAMESPACE_CHARS} characters of A-Z a-z 0-9 _.:@+=/-"
+            )
+        if durability not in ("cache", "persistent"):
+            raise InvalidNamespaceError(f"durability is 'cache' or 'persistent', not {durability!r}")
+        for codec in (warm_codec, cold_codec):
+            try:
+                codec_named(codec)
+            except ValueError as exc:
+                raise InvalidNamespaceError(str(exc)) from None
+        ns = Namespace(name, durability, warm_codec, cold_codec)
+        with self._lock:
+            self._check_open()
+            old = self._namespaces.get(name)
+            if old is not None:
+                if old != ns:
+                    raise InvalidNamespaceError(f"namespace {name!r} exists with options {old.options()}")
+                return old
+            self._cold.put_meta(b"ns:" + name.encode(), json.dumps(ns.options()).encode())
+            self._register(ns)
+            return ns
+
+    def namespaces(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return {n: ns.options() for n, ns in self._namespaces.items()}
+
+    def _ns(self, name: str) -> Namespace:
+        ns = self._namespaces.get(name) if isinstance(name, str) else None
+        if ns is None:
+            raise InvalidNamespaceError(f"unknown namespace {name!r}; create it with create_namespace()")
+        return ns
+
+    # ---- public operations ----------------------------------------------------------------------
+
+    def put(self, key: bytes, value: Value, *, ns: str = "default") -> None:
+        self.put_many([(key, value)], ns=ns)
+
+    def put_many(self, items: Iterable[tuple[bytes, Value]] | Mapping[bytes, Value], *, ns: str = "default") -> None:
+        """Store several values; for a persistent namespace all of them share one synced commit."""
+        namespace = self._ns(ns)
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        prepared = []
+        for key, value in pairs:
+            fk = namespace.prefix + _check_key(key)
+            raw, dtype, shape = value_to_raw(value)
+            meta = RecordMeta(RAW.id, len(raw), dtype, shape)
+            prepared.append((fk, raw, meta))
+        waits: list[tuple[bytes, Future[bool]]] = []
+        for fk, raw, meta in prepared:
+            if namespace.persistent:
+                waits.append((fk, self._put_persistent(namespace, fk, raw, meta)))
+            else:
+                fut = self._put_cache(namespace, fk, raw, meta)
+                if fut is not None:
+                    waits.append((fk, fut))
+        self._wait(waits, persistent=namespace.persistent)
+
+    def get(self, key: bytes, *, ns: str = "default", promote: bool = True) -> Value | None:
+        """The value stored under key, or None. ``promote=False`` leaves lower-tier hits where they are."""
+        namespace = self._ns(ns)
+        return self._get(namespace, namespace.prefix + _check_key(key), promote)
+
+    def get_many(self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True) -> list[Value | None]:
+        namespace = self._ns(ns)
+        return [self._get(namespace, namespace.prefix + _check_key(k), promote) for k in keys]
+
+    def contains(self, key: bytes, *, ns: str = "default") -> bool:
+        namespace = self._ns(ns)
+        fk = namespace.prefix + _check_key(key)
+        with self._lock:
+            self._check_open()
+            return fk in self._hot_index or fk in self._warm_index or fk in self._cold_index
+
+    def delete(self, key: bytes, *, ns: str = "default") -> bool:
+        """Remove key from every tier; True if it was there. Returns after the removal is committed."""
+        namespace = self._ns(ns)
+        fk = namespace.prefix + _check_key(key)
+        with self._lock:
+            self._check_open()
+            self._reconcile()
+            existed = self._drop_upper(fk)
+            fut = self._drop_cold(fk, durable=namespace.persistent)
+            self._pinned.discard(fk)
+        if fut is not None:
+            existed = True
+            self._wait([(fk, fut)], persistent=namespace.persistent)
+        return existed
+
+    def pin(self, key: bytes, *, ns: str = "default") -> bool:
+        """Keep key from being evicted or demoted until unpin; False if it is not stored."""
+        namespace = self._ns(ns)
+        fk = namespace.prefix + _check_key(key)
+        with self._lock:
+            if fk in self._hot_index or fk in self._warm_index or fk in self._cold_index:
+                self._pinned.add(fk)
+                return True
+            return False
+
+    def unpin(self, key: bytes, *, ns: str = "default") -> bool:
+        namespace = self._ns(ns)
+        fk = namespace.prefix + _check_key(key)
+        with self._lock:
+            if fk in self._pinned:
+                self._pinned.discard(fk)
+                return True
+            return False
+
+    def flush(self) -> None:
+        """Wait for background compression and queued cold writes to finish."""
+        while True:
+            with self._lock:
+                if not self._compact_queue:
+                    break
+            time.sleep(0.001)
+        self._cold.flush()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self._reconcile()
+            hot_raw = sum(e.meta.raw_len for e in self._hot_index.values())
+            warm_raw = sum(e.meta.raw_len for e in self._warm_index.values())
+            tiers: dict[str, Any] = {}
+            for name, items, used, capacity, raw in (
+                ("hot", len(self._hot_index), self._hot.used, self._hot.capacity, hot_raw),
+                ("warm", len(self._warm_index), self._warm_used, self._warm_capacity, warm_raw),
+                ("cold", len(self._cold_index), self._cold_used, self._cold_budget, None),
+            ):
+                s = self._stats[name]
+                tiers[name] = {
+                    "items": items,
+                    "bytes": used,
+                    "capacity_bytes": capacity,
+                    "hits": s.hits,
+                    "misses": s.misses,
+                    "demotions": s.demotions,
+                    "evictions": s.evictions,
+                    "promotions": s.promotions,
+                    "checksum_failures": s.checksum_failures,
+                    "failed_demotions": s.failed_demotions,
+                    "compression_ratio": (raw / used) if raw is not None and used else None,
+                    **s.extra,
+                }
+            tiers["cold"]["compression_ratio"] = (
+                self._stats["cold"].raw_bytes / self._cold.bytes_written if self._cold.bytes_written else None
+            )
+            tiers["cold"]["bytes_written"] = self._cold.bytes_written
+            tiers["cold"]["commits"] = self._cold.commits
+            tiers["cold"]["map_bytes"] = self._cold.map_size
+            return {
+                **tiers,
+                "namespaces": len(self._namespaces),
+                "pinned": len(self._pinned),
+                "policy": self._policy_name,
+                "hot_segment": self._hot.name,
+                "path": self.path,
+            }
+
+    def close(self) -> None:
+        """Write hot and warm contents down to cold (as far as its budget allows) and release everything."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._compact_cond.notify_all()
+        if self._compactor is not None:
+            self._compactor.join()
+        with self._lock:
+            self._reconcile()
+            # Newest first, so that what does not fit in cold is the least recently used.
+            for fk in reversed(self._hot_policy.ordered()):
+                entry = self._hot_index[fk]  # type: ignore[index]
+                if not entry.clean:
+                    record = bytes(self._hot.record(entry))
+                    self._write_down(fk, record, entry.meta, compressed=False)  # type: ignore[arg-type]
+            for fk in reversed(self._warm_policy.ordered()):
+                w = self._warm_index[fk]  # type: ignore[index]
+                if not w.clean:
+                    self._write_down(fk, w.record, w.meta, compressed=w.compressed)  # type: ignore[arg-type]
+        self._cold.flush()
+        self._cold.close()
+        self._hot.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._owner_file)
+        fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        self._lockfile.close()
+
+    def __enter__(self) -> TieredStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ---- put paths ------------------------------------------------------------------------------
+
+    def _put_cache(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool] | None:
+        header = pack_header(meta, raw)
+        record_len = len(header) + len(raw)
+        with self._lock:
+            self._check_open()
+            self._reconcile()
+            self._drop_upper(fk)
+            stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash
+            if record_len <= self._hot_max_item() and self._store_hot(fk, header, raw, meta, clean=False):
+                return stale
+            if record_len <= self._warm_capacity and self._make_room_warm(record_len):
+                self._insert_warm(fk, WarmEntry(header + raw, meta, clean=False, compressed=False))
+                return stale
+            record = self._encode_for(ns.cold_codec, raw, meta)
+            if self._make_room_cold(len(fk), len(record)):
+                return self._submit_cold(fk, record, meta, persistent=False) or stale
+        raise CapacityError(f"a value of {meta.raw_len} bytes fits in no tier (all full of pinned data?)")
+
+    def _put_persistent(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool]:
+        record = self._encode_for(ns.cold_codec, raw, meta)  # outside the lock: the slow part
+        header = pack_header(meta, raw)
+        with self._lock:
+            self._check_open()
+            self._reconcile()
+            old = self._cold_index.get(fk)
+            if old is not None:  # the overwrite replaces it in place
+                self._cold_used -= old.cost
+                del self._cold_index[fk]
+            if not self._make_room_cold(len(fk), len(record)):
+                if old is not None:
+                    self._cold_index[fk] = old
+                    self._cold_used += old.cost
+                raise PersistentFullError(
+                    f"cold tier cannot take {len(record)} more bytes of persistent data "
+                    f"(budget {self._cold_budget}, used {self._cold_used}); delete records or grow cold_bytes"
+                )
+            self._drop_upper(fk)
+            fut = self._submit_cold(fk, record, meta, persistent=True)
+            assert fut is not None
+            if len(header) + len(raw) <= self._hot_max_item():
+                self._store_hot(fk, header, raw, meta, clean=True)
+            return fut
+
+    def _wait(self, waits: list[tuple[bytes, Future[bool]]], *, persistent: bool) -> None:
+        error: BaseException | None = None
+        for _fk, fut in waits:
+            try:
+                fut.result()
+            except MemstoreError as exc:
+                error = error or exc
+        if waits:
+            with self._lock:
+                self._reconcile()
+        if error is not None and persistent:
+            if isinstance(error, ColdFullError):
+                raise PersistentFullError(str(error)) from error
+            raise error
+
+    def _encode_for(self, codec_name: str, raw: memoryview, meta: RecordMeta) -> bytes:
+        codec: Codec = codec_named(codec_name)
+        codec_id, payload = codec.encode(raw, meta.itemsize)
+        return encode_record(meta.with_codec(codec_id), payload)
+
+    # ---- get path -------------------------------------------------------------------------------
+
+    def _get(self, ns: Namespace, fk: bytes, promote: bool) -> Value | None:
+        with self._lock:
+            self._check_open()
+            self._reconcile()
+            entry = self._hot_index.get(fk)
+            if entry is not None:
+                try:
+                    meta, payload = parse_record(self._hot.record(entry))
+                    value = raw_to_value(payload, entry.meta)  # the one copy out of the arena
+                    self._stats["hot"].hits += 1
+                    self._hot_policy.access(fk)
+                    return value
+                except CorruptRecordError:
+                    self._stats["hot"].checksum_failures += 1
+                    clean = entry.clean
+                    self._drop_upper(fk)
+                    if not clean:
+                        return None
+            self._stats["hot"].misses += 1
+            warm = self._warm_index.get(fk)
+            in_cold = fk in self._cold_index
+        if warm is not None:
+            try:
+                meta, raw = self._decode(warm.record)
+            except CorruptRecordError:
+                with self._lock:
+                    self._stats["warm"].checksum_failures += 1
+                    if self._warm_index.get(fk) is warm:
+                        self._drop_upper(fk)
+                if not warm.clean:
+                    return None
+            else:
+                with self._lock:
+                    self._stats["warm"].hits += 1
+                    if self._warm_index.get(fk) is warm:
+                        self._warm_policy.access(fk)
+                        if promote and not self._closed:
+                            self._promote(fk, raw, meta, clean=warm.clean, from_warm=True)
+                return raw_to_value(raw, meta)
+        else:
+            with self._lock:
+                self._stats["warm"].misses += 1
+        if not in_cold:
+            with self._lock:
+                self._stats["cold"].misses += 1
+            return None
+        try:
+            found = self._cold.read(fk, self._decode_owned)
+        except CorruptRecordError:
+            with self._lock:
+                self._stats["cold"].checksum_failures += 1
+                fut = self._drop_cold(fk, durable=ns.persistent)  # quarantine: never served again
+            if fut is not None:
+                with contextlib.suppress(MemstoreError):
+                    fut.result()
+            return None
+        with self._lock:
+            if found is None:
+                self._stats["cold"].misses += 1
+                return None
+            meta, raw = found
+            self._stats["cold"].hits += 1
+            if fk in self._cold_index and not ns.persistent:
+                self._cold_policy.access(fk)
+            if promote and not self._closed and fk in self._cold_index and fk not in self._hot_index \
+                    and fk not in self._warm_index:
+                self._promote(fk, raw, meta, clean=True, from_warm=False)
+        return raw_to_value(raw, meta)
+
+    @staticmethod
+    def _decode(record: bytes | memoryview) -> tuple[RecordMeta, bytes | bytearray | memoryview]:
+        meta, payload = parse_record(record)
+        raw = decode_payload(meta.codec, payload, meta.raw_len, meta.itemsize)
+        return meta.with_codec(RAW.id), raw
+
+    @classmethod
+    def _decode_owned(cls, record: memoryview) -> tuple[RecordMeta, bytes | bytearray]:
+        """Decode inside an LMDB read transaction: the result must not point into the map."""
+        meta, raw = cls._decode(record)
+        if isinstance(raw, memoryview):
+            return meta, (bytearray(raw) if meta.dtype is not None else bytes(raw))
+        return meta, raw
+
+    def _promote(
+        self, fk: bytes, raw: bytes | bytearray | memoryview, meta: RecordMeta, *, clean: bool, from_warm: bool
+    ) -> None:
+        header = pack_header(meta, raw)
+        if len(header) + len(raw) > self._hot_max_item():
+            return
+        source = "warm" if from_warm else "cold"
+        if from_warm:
+            # Take it out of warm first so making room in hot cannot demote into the entry we are moving.
+            w = self._warm_index.pop(fk)
+            self._warm_used -= len(w.record)
+            self._warm_policy.remove(fk)
+            if not self._store_hot(fk, header, memoryview(raw), meta, clean=clean):
+                self._insert_warm(fk, w)  # no room in hot: put it back where it was
+                return
+        elif not self._store_hot(fk, header, memoryview(raw), meta, clean=clean):
+            return
+        self._stats[source].promotions += 1
+
+    # ---- tier mechanics (callers hold _lock) -----------------------------------------------------
+
+    def _hot_max_item(self) -> int:
+        return self._hot.max_item() if self._hot_enabled else -1
+
+    def _skip(self, key: Hashable) -> bool:
+        return key in self._pinned
+
+    def _store_hot(self, fk: bytes, header: bytes, raw: memoryview, meta: RecordMeta, *, clean: bool) -> bool:
+        while True:
+            entry = self._hot.store(header, raw, meta, clean)
+            if entry is not None:
+                self._hot_index[fk] = entry
+                self._hot_policy.insert(fk)
+                return True
+            victim = self._hot_policy.victim(self._skip)
+            if victim is None or not self._demote_hot(victim):  # type: ignore[arg-type]
+                return False
+
+    def _demote_hot(self, fk: bytes) -> bool:
+        entry = self._hot_index[fk]
+        if not entry.clean:
+            length = entry.length
+            if length > self._warm_capacity or not self._make_room_warm(length):
+                # Warm cannot take it: write it straight to cold, or keep it.
+                ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
+                _, payload = parse_record(self._hot.record(entry))
+                record = self._encode_for(ns.cold_codec, payload, entry.meta)
+                if not self._make_room_cold(len(fk), len(record)):
+                    self._stats["hot"].failed_demotions += 1
+                    return False
+                self._submit_cold(fk, record, entry.meta, persistent=False)
+            else:
+                record = bytes(self._hot.record(entry))
+                self._insert_warm(fk, WarmEntry(record, entry.meta, clean=False, compressed=False))
+        del self._hot_index[fk]
+        self._hot_policy.remove(fk)
+        self._hot.release(entry)
+        self._stats["hot"].demotions += 1
+        return True
+
+    def _insert_warm(self, fk: bytes, w: WarmEntry) -> None:
+        self._warm_index[fk] = w
+        self._warm_used += len(w.record)
+        self._warm_policy.insert(fk)
+        if not w.compressed and self._compactor is not None:
+            self._compact_queue.append(fk)
+            self._compact_cond.notify()
+
+    def _make_room_warm(self, nbytes: int) -> bool:
+        while self._warm_used + nbytes > self._warm_capacity:
+            victim = self._warm_policy.victim(self._skip)
+            if victim is None or not self._demote_warm(victim):  # type: ignore[arg-type]
+                return False
+        return True
+
+    def _demote_warm(self, fk: bytes) -> bool:
+        w = self._warm_index[fk]
+        if not w.clean:
+            ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
+            record = w.record
+            if not w.compressed or ns.warm_codec != ns.cold_codec:
+                _, raw = self._decode(w.record)
+                record = self._encode_for(ns.cold_codec, memoryview(raw), w.meta.with_codec(RAW.id))
+            if not self._make_room_cold(len(fk), len(record)):
+                self._stats["warm"].failed_demotions += 1
+                return False
+            self._submit_cold(fk, record, w.meta, persistent=False)
+        del self._warm_index[fk]
+        self._warm_used -= len(w.record)
+        self._warm_policy.remove(fk)
+        self._stats["warm"].demotions += 1
+        return True
+
+    def _make_room_cold(self, key_len: int, record_len: int) -> bool:
+        cost = lmdb_cost(key_len, record_len)
+        while self._cold_used + cost > self._cold_budget:
+            victim = self._cold_policy.victim(self._skip)
+            if victim is None:
+                return False
+            self._drop_cold(victim, durable=False)  # type: ignore[arg-type]
+            self._stats["cold"].evictions += 1
+        return True
+
+    def _submit_cold(self, fk: bytes, record: bytes, meta: RecordMeta, *, persistent: bool) -> Future[bool] | None:
+        self._next_tag += 1
+        entry = ColdEntry(lmdb_cost(len(fk), len(record)), persistent, self._next_tag)
+        old = self._cold_index.get(fk)
+        if old is not None:
+            self._cold_used -= old.cost
+        self._cold_index[fk] = entry
+        self._cold_used += entry.cost
+        if not persistent:
+            self._cold_policy.insert(fk)
+        self._stats["cold"].raw_bytes += meta.raw_len
+        return self._cold.submit_put(fk, record, durable=persistent, tag=entry.tag)
+
+    def _drop_upper(self, fk: bytes) -> bool:
+        """Remove fk from hot and warm; True if it was in either."""
+        found = False
+        entry = self._hot_index.pop(fk, None)
+        if entry is not None:
+            self._hot_policy.remove(fk)
+            self._hot.release(entry)
+            found = True
+        w = self._warm_index.pop(fk, None)
+        if w is not None:
+            self._warm_used -= len(w.record)
+            self._warm_policy.remove(fk)
+            found = True
+        return found
+
+    def _drop_cold(self, fk: bytes, *, durable: bool) -> Future[bool] | None:
+        entry = self._cold_index.pop(fk, None)
+        if entry is None:
+            return None
+        self._cold_used -= entry.cost
+        self._cold_policy.remove(fk)
+        # Copies above that relied on this one are the only ones left now.
+        hot = self._hot_index.get(fk)
+        if hot is not None:
+            hot.clean = False
+        w = self._warm_index.get(fk)
+        if w is not None:
+            w.clean = False
+        return self._cold.submit_delete(fk, durable=durable)
+
+    def _write_down(self, fk: bytes, record: bytes, meta: RecordMeta, *, compressed: bool) -> None:
+        """At close: move one dirty upper entry to cold if the budget allows."""
+        ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
+        if not compressed or ns.warm_codec != ns.cold_codec:
+            _, raw = self._decode(record)
+            record = self._encode_for(ns.cold_codec, memoryview(raw), meta.with_codec(RAW.id))
+        if self._make_room_cold(len(fk), len(record)):
+            self._submit_cold(fk, record, meta, persistent=False)
+
+    def _reconcile(self) -> None:
+        """Apply the outcome of cold writes that failed after they were queued."""
+        failures = self._cold.failures
+        while failures:
+            fk, value, tag, _err = failures.popleft()
+            entry = self._cold_index.get(fk)
+            if entry is None or entry.tag != tag:
+                continue
+            del self._cold_index[fk]
+            self._cold_used -= entry.cost
+            self._cold_policy.remove(fk)
+            self._stats["cold"].failed_demotions += 1
+            ns = self._ns_by_prefix.get(fk[: 1 + fk[0]])
+            hot = self._hot_index.get(fk)
+            if hot is not None and hot.clean:
+                if ns is not None and ns.persistent:
+                    self._drop_upper(fk)  # that persistent put failed: its value must not be served
+                else:
+                    hot.clean = False
+            elif value is not None and not entry.persistent and fk not in self._warm_index \
+                    and fk not in self._hot_index and self._warm_used + len(value) <= self._warm_capacity:
+                meta, _ = parse_record(value)
+                self._insert_warm(fk, WarmEntry(value, meta.with_codec(RAW.id), clean=False, compressed=True))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+    # ---- background compression ------------------------------------------------------------------
+
+    def _compact_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._compact_queue and not self._closed:
+                    self._compact_cond.wait()
+                if self._closed:
+                    return
+                fk = self._compact_queue.popleft()
+                w = self._warm_index.get(fk)
+                if w is None or w.compressed:
+                    continue
+                ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
+            try:
+                _, payload = parse_record(w.record)
+                record = self._encode_for(ns.warm_codec, payload, w.meta)
+            except CorruptRecordError:
+                continue  # the reader that finds it counts and removes it
+            with self._lock:
+                if self._warm_index.get(fk) is w:
+                    self._warm_index[fk] = WarmEntry(record, w.meta, w.clean, compressed=True)
+                    self._warm_used += len(record) - len(w.record)
