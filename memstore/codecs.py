@@ -26,8 +26,7 @@ class Codec(Protocol):
         """Return (codec id actually used, payload). A codec may fall back to a simpler one."""
         ...
 
-    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> bytes | bytearray | memoryview:
-        ...
+    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> bytes | bytearray | memoryview: ...
 
 
 _local = threading.local()  # zstd contexts are not thread-safe: one pair per thread and level
@@ -176,7 +175,9 @@ def codec_named(name: str) -> Codec:
         raise ValueError(f"unknown codec {name!r}; known: {sorted(CODECS_BY_NAME)}") from None
 
 
-def decode_payload(codec_id: int, payload: memoryview, raw_len: int, itemsize: int) -> bytes | bytearray | memoryview:
+def decode_payload(
+    codec_id: int, payload: memoryview, raw_len: int, itemsize: int
+) -> bytes | bytearray | memoryview:
     codec = CODECS.get(codec_id)
     if codec is None:
         raise CorruptRecordError(f"unknown codec id {codec_id}")

@@ -52,7 +52,7 @@ def lmdb_cost(key_len: int, value_len: int) -> int:
 
 @dataclass(slots=True)
 class _Op:
-    db: object
+    db: lmdb._Database
     key: bytes
     value: bytes | None  # None deletes
     durable: bool  # fsync before acknowledging
@@ -62,14 +62,26 @@ class _Op:
 
 class ColdTier:
     def __init__(
-        self, path: str, map_size: int, *, batch_ops: int = 64, batch_bytes: int = 64 << 20,
+        self,
+        path: str,
+        map_size: int,
+        *,
+        batch_ops: int = 64,
+        batch_bytes: int = 64 << 20,
         pending_limit: int = 256 << 20,
     ) -> None:
         os.makedirs(path, exist_ok=True)
         self.map_size = map_size
         self.env = lmdb.open(
-            path, map_size=map_size, subdir=True, max_dbs=4, sync=False, metasync=False, readahead=True,
-            lock=True, max_readers=512,
+            path,
+            map_size=map_size,
+            subdir=True,
+            max_dbs=4,
+            sync=False,
+            metasync=False,
+            readahead=True,
+            lock=True,
+            max_readers=512,
         )
         self.env.reader_check()  # free the reader slots of processes that died holding them
         self.records = self.env.open_db(b"records")

@@ -20,6 +20,7 @@ generation check is all a reader needs.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import mmap
 import os
@@ -82,14 +83,19 @@ class HotArena:
             raise
         os.close(fd)
         if prefault and hasattr(mmap, "MADV_POPULATE_WRITE"):
-            try:
+            with contextlib.suppress(OSError):
                 self.mm.madvise(mmap.MADV_POPULATE_WRITE)
-            except OSError:
-                pass
         self.view = memoryview(self.mm)
         ARENA_HEADER.pack_into(
-            self.mm, 0, ARENA_MAGIC, ARENA_VERSION, self.slot_count, self.slot_table, self.data_offset,
-            self.capacity, os.getpid(),
+            self.mm,
+            0,
+            ARENA_MAGIC,
+            ARENA_VERSION,
+            self.slot_count,
+            self.slot_table,
+            self.data_offset,
+            self.capacity,
+            os.getpid(),
         )
         self.used = 0
         self._free_slots = list(range(self.slot_count - 1, -1, -1))
@@ -182,10 +188,8 @@ class HotArena:
     def close(self) -> None:
         self.view.release()
         self.mm.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 def remove_stale_segment(name: str) -> bool:

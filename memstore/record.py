@@ -57,18 +57,25 @@ def _header_prefix(meta: RecordMeta, stored_len: int) -> tuple[bytes, bytes]:
     flags = FLAG_ARRAY if meta.dtype is not None else 0
     var = dtype_b + struct.pack(f"<{len(shape)}Q", *shape)
     fixed = struct.pack(
-        "<2sBBBBBxQQ", MAGIC, FORMAT_VERSION, meta.codec, flags, len(dtype_b), len(shape), meta.raw_len,
+        "<2sBBBBBxQQ",
+        MAGIC,
+        FORMAT_VERSION,
+        meta.codec,
+        flags,
+        len(dtype_b),
+        len(shape),
+        meta.raw_len,
         stored_len,
     )
     return fixed, var
 
 
-def checksum(fixed: bytes, var: bytes, payload: bytes | memoryview) -> int:
+def checksum(fixed: bytes, var: bytes, payload: bytes | bytearray | memoryview) -> int:
     seed = xxhash.xxh3_64_intdigest(fixed + var)
     return xxhash.xxh3_64_intdigest(payload, seed=seed)
 
 
-def pack_header(meta: RecordMeta, payload: bytes | memoryview) -> bytes:
+def pack_header(meta: RecordMeta, payload: bytes | bytearray | memoryview) -> bytes:
     fixed, var = _header_prefix(meta, len(payload))
     return fixed + struct.pack("<Q", checksum(fixed, var, payload)) + var
 
@@ -89,7 +96,7 @@ def parse_record(buf: bytes | memoryview) -> tuple[RecordMeta, memoryview]:
     magic, version, codec, flags, dtype_len, ndim, raw_len, stored_len, digest = _FIXED.unpack_from(view)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise CorruptRecordError(f"bad magic or version ({magic!r}, {version})")
-    if ndim > MAX_NDIM or (flags & FLAG_ARRAY) == 0 and (dtype_len or ndim):
+    if ndim > MAX_NDIM or ((flags & FLAG_ARRAY) == 0 and (dtype_len or ndim)):
         raise CorruptRecordError("bad array description")
     header_len = FIXED_SIZE + dtype_len + 8 * ndim
     if len(view) != header_len + stored_len:
@@ -118,12 +125,17 @@ def header_length(buf: bytes | memoryview) -> int:
 def value_to_raw(value: object) -> tuple[memoryview, str | None, tuple[int, ...] | None]:
     """Accept bytes-like values and plain numpy arrays; return their bytes and array description."""
     if isinstance(value, np.ndarray):
-        if value.dtype.hasobject or value.dtype.fields is not None or np.dtype(value.dtype.str) != value.dtype:
+        if (
+            value.dtype.hasobject
+            or value.dtype.fields is not None
+            or np.dtype(value.dtype.str) != value.dtype
+        ):
             raise InvalidValueError(f"unsupported array dtype {value.dtype!r}: use a plain numeric dtype")
         if value.ndim > MAX_NDIM:
             raise InvalidValueError(f"arrays may have at most {MAX_NDIM} dimensions")
-        arr = np.ascontiguousarray(value)
-        return memoryview(arr.reshape(-1).view(np.uint8)), arr.dtype.str, tuple(int(d) for d in arr.shape)
+        shape = tuple(int(d) for d in value.shape)  # ascontiguousarray turns 0-d into 1-d: keep ours
+        arr = np.ascontiguousarray(value).reshape(-1)
+        return memoryview(arr.view(np.uint8)), value.dtype.str, shape  # type: ignore[arg-type]
     if isinstance(value, bytes | bytearray):
         return memoryview(value), None, None
     if isinstance(value, memoryview):

@@ -62,8 +62,8 @@ from memstore.record import (
 )
 
 Durability = Literal["cache", "persistent"]
-Value = bytes | Any  # bytes, or a numpy array
-_NS_NAME = re.compile(r"^[A-Za-z0-9_.:@+=/-]{1,%d}$" % settings.MAX_NAMESPACE_CHARS)
+Value = Any  # bytes or a numpy array (Any: numpy arrays do not type-check as one union member)
+_NS_NAME = re.compile(rf"^[A-Za-z0-9_.:@+=/-]{{1,{settings.MAX_NAMESPACE_CHARS}}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +152,13 @@ class TieredStore:
         self._owner_file = os.path.join(self.path, "hot.segment")
         self._remove_dead_segment()
 
-        self._cold = ColdTier(os.path.join(self.path, "cold"), self._fixed_map_size(max(cold_bytes, 1 << 20)))
-        self._cold_budget = max(0, int(self._cold.map_size * settings.COLD_FILL) - settings.COLD_RESERVED)
+        self._cold = ColdTier(
+            os.path.join(self.path, "cold"),
+            self._fixed_map_size(max(cold_bytes, 1 << 20)),
+            pending_limit=max(8 << 20, min(256 << 20, warm_bytes // 2)),  # bytes queued for the writer
+        )
+        reserve = min(settings.COLD_RESERVED, self._cold.map_size // 10)
+        self._cold_budget = max(0, int(self._cold.map_size * settings.COLD_FILL) - reserve)
         self._hot = HotArena(self.path, max(hot_bytes, 4096), prefault=prefault)
         with open(self._owner_file, "w") as f:
             f.write(self._hot.name)
@@ -182,7 +187,9 @@ class TieredStore:
         self._compact_cond = threading.Condition(self._lock)
         self._compactor: threading.Thread | None = None
         if background_compression:
-            self._compactor = threading.Thread(target=self._compact_loop, name="memstore-compactor", daemon=True)
+            self._compactor = threading.Thread(
+                target=self._compact_loop, name="memstore-compactor", daemon=True
+            )
             self._compactor.start()
 
     # ---- opening --------------------------------------------------------------------------------
@@ -278,7 +285,9 @@ class TieredStore:
     def put(self, key: bytes, value: Value, *, ns: str = "default") -> None:
         self.put_many([(key, value)], ns=ns)
 
-    def put_many(self, items: Iterable[tuple[bytes, Value]] | Mapping[bytes, Value], *, ns: str = "default") -> None:
+    def put_many(
+        self, items: Iterable[tuple[bytes, Value]] | Mapping[bytes, Value], *, ns: str = "default"
+    ) -> None:
         """Store several values; for a persistent namespace all of them share one synced commit."""
         namespace = self._ns(ns)
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
@@ -303,7 +312,9 @@ class TieredStore:
         namespace = self._ns(ns)
         return self._get(namespace, namespace.prefix + _check_key(key), promote)
 
-    def get_many(self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True) -> list[Value | None]:
+    def get_many(
+        self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True
+    ) -> list[Value | None]:
         namespace = self._ns(ns)
         return [self._get(namespace, namespace.prefix + _check_key(k), promote) for k in keys]
 
@@ -566,8 +577,13 @@ class TieredStore:
             self._stats["cold"].hits += 1
             if fk in self._cold_index and not ns.persistent:
                 self._cold_policy.access(fk)
-            if promote and not self._closed and fk in self._cold_index and fk not in self._hot_index \
-                    and fk not in self._warm_index:
+            if (
+                promote
+                and not self._closed
+                and fk in self._cold_index
+                and fk not in self._hot_index
+                and fk not in self._warm_index
+            ):
                 self._promote(fk, raw, meta, clean=True, from_warm=False)
         return raw_to_value(raw, meta)
 
@@ -586,7 +602,13 @@ class TieredStore:
         return meta, raw
 
     def _promote(
-        self, fk: bytes, raw: bytes | bytearray | memoryview, meta: RecordMeta, *, clean: bool, from_warm: bool
+        self,
+        fk: bytes,
+        raw: bytes | bytearray | memoryview,
+        meta: RecordMeta,
+        *,
+        clean: bool,
+        from_warm: bool,
     ) -> None:
         header = pack_header(meta, raw)
         if len(header) + len(raw) > self._hot_max_item():
@@ -688,7 +710,9 @@ class TieredStore:
             self._stats["cold"].evictions += 1
         return True
 
-    def _submit_cold(self, fk: bytes, record: bytes, meta: RecordMeta, *, persistent: bool) -> Future[bool] | None:
+    def _submit_cold(
+        self, fk: bytes, record: bytes, meta: RecordMeta, *, persistent: bool
+    ) -> Future[bool] | None:
         self._next_tag += 1
         entry = ColdEntry(lmdb_cost(len(fk), len(record)), persistent, self._next_tag)
         old = self._cold_index.get(fk)
@@ -759,8 +783,13 @@ class TieredStore:
                     self._drop_upper(fk)  # that persistent put failed: its value must not be served
                 else:
                     hot.clean = False
-            elif value is not None and not entry.persistent and fk not in self._warm_index \
-                    and fk not in self._hot_index and self._warm_used + len(value) <= self._warm_capacity:
+            elif (
+                value is not None
+                and not entry.persistent
+                and fk not in self._warm_index
+                and fk not in self._hot_index
+                and self._warm_used + len(value) <= self._warm_capacity
+            ):
                 meta, _ = parse_record(value)
                 self._insert_warm(fk, WarmEntry(value, meta.with_codec(RAW.id), clean=False, compressed=True))
 

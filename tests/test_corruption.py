@@ -1,0 +1,94 @@
+"""Flipped bytes in the LMDB file, the warm tier and the hot arena: never served, always counted."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import numpy as np
+
+from tests.conftest import MiB, open_store
+
+
+def _flip_inside_bytes(b: bytes, pos: int) -> None:
+    """Corrupt an immutable bytes object in place, as a memory fault would."""
+    base = id(b) + sys.getsizeof(b"") - 1  # offset of ob_sval in CPython's bytes object
+    cell = ctypes.c_ubyte.from_address(base + pos)
+    cell.value ^= 0x10
+
+
+def _values(seed: int, n: int, size: int) -> dict[bytes, bytes]:
+    rng = np.random.default_rng(seed)
+    return {b"key-%04d" % i: rng.bytes(size) for i in range(n)}
+
+
+def test_flipped_bytes_in_lmdb_file_are_detected(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "s")
+    values = _values(seed, 40, 20_000)
+    with open_store(path, hot_bytes=0, warm_bytes=0) as s:
+        s.create_namespace("raw", warm_codec="raw", cold_codec="raw")
+        s.put_many(values, ns="raw")
+    data = os.path.join(path, "cold", "data.mdb")
+    with open(data, "rb") as f:
+        blob = bytearray(f.read())
+    rng = np.random.default_rng(seed)
+    corrupted = set()
+    for key in sorted(values)[::3]:  # corrupt every third value where it sits in the file
+        at = blob.find(values[key][:64])
+        assert at >= 0
+        blob[at + int(rng.integers(0, 20_000))] ^= 0x01
+        corrupted.add(key)
+    with open(data, "r+b") as f:
+        f.write(blob)
+    with open_store(path, hot_bytes=0, warm_bytes=0) as s:
+        for key, value in values.items():
+            got = s.get(key, ns="raw", promote=False)
+            if key in corrupted:
+                assert got is None
+                assert not s.contains(key, ns="raw")  # removed, not served later
+            else:
+                assert got == value
+        assert s.stats()["cold"]["checksum_failures"] == len(corrupted)
+
+
+def test_flipped_bytes_in_warm_buffers_are_detected(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    values = _values(seed, 20, 10_000)
+    with open_store(str(tmp_path / "s"), hot_bytes=0, warm_bytes=4 * MiB) as s:
+        s.put_many(values)
+        s.flush()
+        rng = np.random.default_rng(seed)
+        corrupted = sorted(values)[::2]
+        for key in corrupted:
+            record = s._warm_index[b"\x07default" + key].record
+            _flip_inside_bytes(record, int(rng.integers(0, len(record))))
+        for key, value in values.items():
+            got = s.get(key)
+            assert got is None if key in corrupted else got == value
+        assert s.stats()["warm"]["checksum_failures"] == len(corrupted)
+        assert all(not s.contains(k) for k in corrupted)
+
+
+def test_flipped_bytes_in_hot_arena_are_detected(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    values = _values(seed, 10, 5_000)
+    with open_store(str(tmp_path / "s")) as s:
+        s.put_many(values)
+        rng = np.random.default_rng(seed)
+        victim = sorted(values)[3]
+        entry = s._hot_index[b"\x07default" + victim]
+        s._hot.mm[entry.offset + int(rng.integers(0, entry.length))] ^= 0x04
+        assert s.get(victim) is None
+        assert s.stats()["hot"]["checksum_failures"] == 1
+        for key, value in values.items():
+            if key != victim:
+                assert s.get(key) == value
+
+
+def test_corrupt_hot_copy_falls_back_to_clean_cold_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with open_store(str(tmp_path / "s")) as s:
+        s.create_namespace("p", durability="persistent")
+        s.put(b"k", b"v" * 1000, ns="p")
+        entry = s._hot_index[b"\x01pk"]
+        s._hot.mm[entry.offset + entry.length - 1] ^= 0x01
+        assert s.get(b"k", ns="p") == b"v" * 1000
+        assert s.stats()["hot"]["checksum_failures"] == 1
