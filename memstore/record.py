@@ -71,6 +71,7 @@ def _header_prefix(meta: RecordMeta, stored_len: int) -> tuple[bytes, bytes]:
 
 
 def checksum(fixed: bytes, var: bytes, payload: bytes | bytearray | memoryview) -> int:
+    """xxh3-64 of the payload, seeded with the digest of the header fields, so both are covered."""
     seed = xxhash.xxh3_64_intdigest(fixed + var)
     return xxhash.xxh3_64_intdigest(payload, seed=seed)
 
@@ -85,12 +86,13 @@ def encode_record(meta: RecordMeta, payload: bytes | memoryview) -> bytes:
     return pack_header(meta, payload) + payload
 
 
-def parse_record(buf: bytes | memoryview) -> tuple[RecordMeta, memoryview]:
-    """Check a record and split it into its metadata and a view of its payload.
+def split_record(buf: bytes | bytearray | memoryview) -> tuple[RecordMeta, memoryview, int, int]:
+    """Check a record's header and split it: (meta, payload view, checksum seed, expected checksum).
 
-    Raises CorruptRecordError on any inconsistency: nothing unchecked is ever returned.
+    The payload is not verified here: call ``verify_payload`` on it, or on a copy of it (hashing the
+    copy while it is still in cache is cheaper than hashing the source and copying after).
     """
-    view = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
     if len(view) < FIXED_SIZE:
         raise CorruptRecordError("record shorter than its header")
     magic, version, codec, flags, dtype_len, ndim, raw_len, stored_len, digest = _FIXED.unpack_from(view)
@@ -101,17 +103,29 @@ def parse_record(buf: bytes | memoryview) -> tuple[RecordMeta, memoryview]:
     header_len = FIXED_SIZE + dtype_len + 8 * ndim
     if len(view) != header_len + stored_len:
         raise CorruptRecordError(f"record length {len(view)} != header {header_len} + payload {stored_len}")
-    payload = view[header_len:]
-    fixed = bytes(view[:24])
     var = bytes(view[FIXED_SIZE:header_len])
-    if checksum(fixed, var, payload) != digest:
-        raise CorruptRecordError("checksum mismatch")
+    seed = xxhash.xxh3_64_intdigest(bytes(view[:24]) + var)
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
     if flags & FLAG_ARRAY:
         dtype = var[:dtype_len].decode("ascii", "replace")
         shape = struct.unpack_from(f"<{ndim}Q", var, dtype_len)
-    return RecordMeta(codec, raw_len, dtype, shape), payload
+    return RecordMeta(codec, raw_len, dtype, shape), view[header_len:], seed, digest
+
+
+def verify_payload(payload: bytes | bytearray | memoryview, seed: int, digest: int) -> None:
+    if xxhash.xxh3_64_intdigest(payload, seed=seed) != digest:
+        raise CorruptRecordError("checksum mismatch")
+
+
+def parse_record(buf: bytes | bytearray | memoryview) -> tuple[RecordMeta, memoryview]:
+    """Check a record (header and checksum) and split it into its metadata and a view of its payload.
+
+    Raises CorruptRecordError on any inconsistency: nothing unchecked is ever returned.
+    """
+    meta, payload, seed, digest = split_record(buf)
+    verify_payload(payload, seed, digest)
+    return meta, payload
 
 
 def header_length(buf: bytes | memoryview) -> int:

@@ -58,7 +58,9 @@ from memstore.record import (
     pack_header,
     parse_record,
     raw_to_value,
+    split_record,
     value_to_raw,
+    verify_payload,
 )
 
 Durability = Literal["cache", "persistent"]
@@ -518,19 +520,31 @@ class TieredStore:
             self._check_open()
             self._reconcile()
             entry = self._hot_index.get(fk)
+            copy: bytes | bytearray | None = None
             if entry is not None:
+                # Copy under the lock (the slot cannot be reused meanwhile), verify after releasing it.
                 try:
-                    meta, payload = parse_record(self._hot.record(entry))
-                    value = raw_to_value(payload, entry.meta)  # the one copy out of the arena
-                    self._stats["hot"].hits += 1
+                    meta, payload, seed, digest = split_record(self._hot.record(entry))
+                    copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
                     self._hot_policy.access(fk)
-                    return value
+                    self._stats["hot"].hits += 1
                 except CorruptRecordError:
+                    pass
+        if entry is not None:
+            try:
+                if copy is None:
+                    raise CorruptRecordError("bad header in the hot arena")
+                verify_payload(copy, seed, digest)
+                return raw_to_value(copy, meta)
+            except CorruptRecordError:
+                with self._lock:
                     self._stats["hot"].checksum_failures += 1
-                    clean = entry.clean
-                    self._drop_upper(fk)
-                    if not clean:
-                        return None
+                    self._stats["hot"].hits -= copy is not None
+                    if self._hot_index.get(fk) is entry:
+                        self._drop_upper(fk)
+                if not entry.clean:
+                    return None
+        with self._lock:
             self._stats["hot"].misses += 1
             warm = self._warm_index.get(fk)
             in_cold = fk in self._cold_index
@@ -596,10 +610,14 @@ class TieredStore:
     @classmethod
     def _decode_owned(cls, record: memoryview) -> tuple[RecordMeta, bytes | bytearray]:
         """Decode inside an LMDB read transaction: the result must not point into the map."""
-        meta, raw = cls._decode(record)
-        if isinstance(raw, memoryview):
-            return meta, (bytearray(raw) if meta.dtype is not None else bytes(raw))
-        return meta, raw
+        meta, payload, seed, digest = split_record(record)
+        if meta.codec == RAW.id:  # copy first, then hash the copy while it is in cache
+            copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+            verify_payload(copy, seed, digest)
+            return meta, copy
+        verify_payload(payload, seed, digest)
+        raw = decode_payload(meta.codec, payload, meta.raw_len, meta.itemsize)
+        return meta.with_codec(RAW.id), raw if not isinstance(raw, memoryview) else bytes(raw)
 
     def _promote(
         self,

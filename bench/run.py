@@ -1,0 +1,27 @@
+"""One runner for every benchmark: ``python bench/run.py NAME [--quick] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__)
+    sub = parser.add_subparsers(dest="name", required=True)
+    for name, help_ in [("tiers", "put/get GB/s per tier next to memcpy and py-lmdb")]:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--quick", action="store_true", help="smaller data, fewer rounds (under a minute)")
+        p.add_argument("--json", help="where to write the JSON result (default bench/results/NAME.json)")
+    args = parser.parse_args(argv)
+    if args.name == "tiers":
+        from bench import tiers
+
+        tiers.run(args)
+
+
+if __name__ == "__main__":
+    main()
