@@ -4,6 +4,7 @@ A tiered store for KV-cache blocks and agent memory: a hot shared-memory arena, 
 tier and a compressed LMDB cold tier, usable in-process (``TieredStore``) or over gRPC.
 """
 
+from memstore.client import AsyncClient, Client, RemoteError
 from memstore.errors import (
     CapacityError,
     CorruptRecordError,
@@ -14,11 +15,14 @@ from memstore.errors import (
     PersistentFullError,
     StoreClosedError,
     StoreLockedError,
+    UnknownNamespaceError,
 )
 from memstore.store import Namespace, TieredStore
 
 __all__ = [
+    "AsyncClient",
     "CapacityError",
+    "Client",
     "CorruptRecordError",
     "InvalidKeyError",
     "InvalidNamespaceError",
@@ -26,8 +30,10 @@ __all__ = [
     "MemstoreError",
     "Namespace",
     "PersistentFullError",
+    "RemoteError",
     "StoreClosedError",
     "StoreLockedError",
     "TieredStore",
+    "UnknownNamespaceError",
 ]
 __version__ = "0.1.0"

@@ -23,6 +23,10 @@ class InvalidNamespaceError(MemstoreError, ValueError):
     """A namespace name or option is malformed, or the namespace does not exist."""
 
 
+class UnknownNamespaceError(InvalidNamespaceError):
+    """The namespace does not exist: create it first with ``create_namespace``."""
+
+
 class CapacityError(MemstoreError):
     """The store cannot hold this: a value larger than every tier, or a full persistent tier.
 

@@ -49,6 +49,7 @@ from memstore.errors import (
     PersistentFullError,
     StoreClosedError,
     StoreLockedError,
+    UnknownNamespaceError,
 )
 from memstore.hot import HotArena, HotEntry, remove_stale_segment
 from memstore.policy import EvictionPolicy, make_policy
@@ -279,7 +280,7 @@ class TieredStore:
     def _ns(self, name: str) -> Namespace:
         ns = self._namespaces.get(name) if isinstance(name, str) else None
         if ns is None:
-            raise InvalidNamespaceError(f"unknown namespace {name!r}; create it with create_namespace()")
+            raise UnknownNamespaceError(f"unknown namespace {name!r}; create it with create_namespace()")
         return ns
 
     # ---- public operations ----------------------------------------------------------------------
@@ -393,9 +394,10 @@ class TieredStore:
                     "promotions": s.promotions,
                     "checksum_failures": s.checksum_failures,
                     "failed_demotions": s.failed_demotions,
-                    "compression_ratio": (raw / used) if raw is not None and used else None,
+                    "compression_ratio": (raw / used) if raw is not None and used and name != "hot" else None,
                     **s.extra,
                 }
+            tiers["hot"]["compression_ratio"] = 1.0 if self._hot_index else None  # stored uncompressed
             tiers["cold"]["compression_ratio"] = (
                 self._stats["cold"].raw_bytes / self._cold.bytes_written if self._cold.bytes_written else None
             )

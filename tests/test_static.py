@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_is_clean() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "memstore", "tests", "bench"],
+        [sys.executable, "-m", "ruff", "check", "memstore", "server", "tests", "bench", "scripts"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,104 @@
+"""The ``memstore`` command: ``memstore serve`` and ``memstore stats``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from memstore_server.app import serve
+    from memstore_server.config import SETTINGS, load_config
+
+    flags = {name: getattr(args, name, None) for name, *_ in SETTINGS}
+    config = load_config(flags, args.config)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return serve(config)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from memstore.client import Client
+
+    with Client(args.target, timeout=args.timeout) as client:
+        st = client.stats()
+    cols = [
+        "tier",
+        "items",
+        "bytes",
+        "capacity",
+        "hits",
+        "misses",
+        "demotions",
+        "evictions",
+        "promotions",
+        "checksum_fail",
+        "ratio",
+    ]
+    rows = []
+    for t in ("hot", "warm", "cold"):
+        s = st[t]
+        rows.append(
+            [
+                t,
+                f"{s['items']:,}",
+                _size(s["bytes"]),
+                _size(s["capacity_bytes"]),
+                f"{s['hits']:,}",
+                f"{s['misses']:,}",
+                f"{s['demotions']:,}",
+                f"{s['evictions']:,}",
+                f"{s['promotions']:,}",
+                f"{s['checksum_failures']:,}",
+                f"{s['compression_ratio']:.2f}x" if s["compression_ratio"] else "-",
+            ]
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print(
+        f"memstore at {args.target}: {st['namespaces']} namespaces, policy {st['policy']}, "
+        f"{st['pinned']} pinned, segment {st['hot_segment']}"
+    )
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n}B"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memstore", description="The memory layer of LLM inference.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve", help="run the gRPC server (settings: flags > MEMSTORE_* env > --config TOML)"
+    )
+    serve.add_argument("--config", help="TOML file with the settings below (top level or a [server] table)")
+    from memstore_server.config import SETTINGS
+
+    for name, kind, default, help_ in SETTINGS:
+        serve.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            help=f"{help_} (default {default}{'; sizes like 256MiB' if kind == 'size' else ''})",
+        )
+    stats = sub.add_parser("stats", help="print a running server's per-tier table")
+    stats.add_argument("target", nargs="?", default="127.0.0.1:50051", help="HOST:PORT or unix:PATH")
+    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    args = parser.parse_args(argv)
+    try:
+        return _serve(args) if args.command == "serve" else _stats(args)
+    except (ValueError, OSError) as exc:
+        print(f"memstore: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

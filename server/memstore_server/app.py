@@ -1,0 +1,111 @@
+"""Building, running and stopping the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from memstore import TieredStore
+from memstore.v1 import memstore_pb2 as pb
+from memstore.wire import CHUNK
+from memstore_server.config import ServerConfig
+from memstore_server.servicer import SERVICE, StoreService
+
+log = logging.getLogger("memstore.server")
+# Messages are at most one chunk plus headers; the limit leaves room and refuses anything bigger.
+MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    service: StoreService
+    health: health.HealthServicer
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, let calls in flight finish within ``grace`` seconds."""
+        self.health.enter_graceful_shutdown()  # every service reports NOT_SERVING from now on
+        self.service.shutting_down.set()
+        self.server.stop(grace).wait()
+
+
+def create_server(
+    store: TieredStore,
+    listen: str = "127.0.0.1:0",
+    *,
+    max_workers: int = 16,
+    max_concurrent_rpcs: int = 64,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> RunningServer:
+    """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memstore-rpc"),
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    capacity = store.stats()
+    largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
+    service = StoreService(store, max_value_bytes=largest_tier)
+    server.add_generic_rpc_handlers((service.generic_handler(),))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        pb.DESCRIPTOR.services_by_name["Store"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(listen)
+    if port == 0 and not listen.startswith("unix:"):
+        raise OSError(f"could not listen on {listen}")
+    server.start()
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, service, health_servicer)
+
+
+def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code."""
+    store = TieredStore(
+        config.data_dir,
+        hot_bytes=config.hot_bytes,
+        warm_bytes=config.warm_bytes,
+        cold_bytes=config.cold_bytes,
+    )
+    try:
+        running = create_server(
+            store, config.listen, max_workers=config.workers, max_concurrent_rpcs=config.max_concurrent_rpcs
+        )
+    except BaseException:
+        store.close()
+        raise
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    where = (
+        config.listen
+        if config.listen.startswith("unix:")
+        else f"{config.listen.rsplit(':', 1)[0]}:{running.port}"
+    )
+    log.info("memstore serving on %s; config %s", where, config.describe())
+    stop.wait()
+    log.info(
+        "shutting down: finishing calls in flight (grace %.1fs), then writing hot and warm to cold",
+        config.grace,
+    )
+    running.stop(config.grace)
+    store.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,285 @@
+"""The Store service: converts messages to ``TieredStore`` calls and back, nothing more.
+
+Every method takes the request as raw bytes and parses it here, so that undecodable input is answered
+with INVALID_ARGUMENT instead of the INTERNAL that grpcio gives when its own deserializer fails. The
+bulk messages (PutChunk, GetChunk) go through ``memstore.wire`` so their data is never copied into a
+message object.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from memstore import TieredStore
+from memstore.errors import InvalidValueError
+from memstore.v1 import memstore_pb2 as pb
+from memstore.wire import chunks, parse_put_chunk, with_data
+from memstore_server.errors import Abort, status_for
+
+log = logging.getLogger("memstore.server")
+M = TypeVar("M", bound=Message)
+SERVICE = "memstore.v1.Store"
+_DTYPE = re.compile(r"^[<>|=]?[a-zA-Z][0-9]{0,2}$")
+_DURABILITY = {pb.DURABILITY_UNSPECIFIED: "cache", pb.CACHE: "cache", pb.PERSISTENT: "persistent"}
+_PUT_BATCH_BYTES = 64 << 20  # values are handed to the store in batches of about this size
+
+
+def _parse(cls: type[M], raw: bytes) -> M:
+    try:
+        return cls.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise Abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {cls.__name__}: {exc}"
+        ) from None
+
+
+def _ns(name: str) -> str:
+    return name or "default"
+
+
+def array_value(data: memoryview | bytes | bytearray, info: pb.ArrayInfo) -> np.ndarray:
+    """Turn received bytes and their ArrayInfo into an array, refusing descriptions that disagree."""
+    if not _DTYPE.match(info.dtype):
+        raise InvalidValueError(f"dtype {info.dtype!r} is not a plain numpy dtype string such as '<f2'")
+    dtype = np.dtype(info.dtype)
+    count = 1
+    for d in info.shape:
+        count *= d
+    if dtype.hasobject or count * dtype.itemsize != len(data):
+        raise InvalidValueError(
+            f"dtype {info.dtype} and shape {list(info.shape)} describe {count * dtype.itemsize} bytes, "
+            f"the value has {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(info.shape))
+
+
+def value_bytes(value: Any) -> tuple[memoryview, pb.ArrayInfo | None]:
+    if isinstance(value, np.ndarray):
+        info = pb.ArrayInfo(dtype=value.dtype.str, shape=list(value.shape))
+        return memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)), info  # type: ignore[arg-type]
+    return memoryview(value), None
+
+
+def _handler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map every failure of a unary handler to its status code; the server keeps serving."""
+
+    @functools.wraps(fn)
+    def run(self: StoreService, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            self.check_serving()
+            return fn(self, request, context)
+        except Exception as exc:
+            self.abort(context, exc)
+
+    return run
+
+
+def _stream_handler(fn: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
+    @functools.wraps(fn)
+    def run(self: StoreService, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            self.check_serving()
+            yield from fn(self, request, context)
+        except Exception as exc:
+            self.abort(context, exc)
+
+    return run
+
+
+class StoreService:
+    def __init__(self, store: TieredStore, *, max_value_bytes: int) -> None:
+        self.store = store
+        self.max_value_bytes = max_value_bytes
+        self.shutting_down = threading.Event()
+
+    def check_serving(self) -> None:
+        if self.shutting_down.is_set():
+            raise Abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    @staticmethod
+    def check_deadline(context: grpc.ServicerContext) -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while the call was running")
+
+    @staticmethod
+    def abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+        code = status_for(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("unexpected error in a handler")
+        context.abort(code, str(exc) or type(exc).__name__)
+
+    # ---- handlers (raw bytes in, raw bytes out) ---------------------------------------------------
+
+    @_handler
+    def create_namespace(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.CreateNamespaceRequest, raw)
+        if req.durability not in _DURABILITY:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown durability {req.durability}")
+        opts: dict[str, str] = {}
+        if req.warm_codec:
+            opts["warm_codec"] = req.warm_codec
+        if req.cold_codec:
+            opts["cold_codec"] = req.cold_codec
+        ns = self.store.create_namespace(req.name, durability=_DURABILITY[req.durability], **opts)  # type: ignore[arg-type]
+        out = pb.CreateNamespaceRequest(
+            name=ns.name,
+            durability=pb.PERSISTENT if ns.persistent else pb.CACHE,
+            warm_codec=ns.warm_codec,
+            cold_codec=ns.cold_codec,
+        )
+        return pb.CreateNamespaceResponse(namespace=out).SerializeToString()
+
+    @_handler
+    def put(self, stream: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
+        namespace: str | None = None
+        batch: list[tuple[bytes, Any]] = []
+        batch_bytes = 0
+        stored = 0
+        key: bytes | None = None
+        info: pb.ArrayInfo | None = None
+        buf: bytearray | memoryview | None = None
+        filled = 0
+        size = 0
+
+        def finish() -> None:
+            nonlocal batch_bytes, stored, key, buf
+            assert key is not None and buf is not None
+            value = array_value(buf, info) if info is not None else buf
+            batch.append((key, value))
+            batch_bytes += size
+            key, buf = None, None
+            if batch_bytes >= _PUT_BATCH_BYTES:
+                flush()
+
+        def flush() -> None:
+            nonlocal batch_bytes, stored
+            if batch:
+                self.store.put_many(batch, ns=_ns(namespace or ""))
+                stored += len(batch)
+                batch.clear()
+                batch_bytes = 0
+
+        for raw in stream:
+            self.check_deadline(context)
+            chunk, data = parse_put_chunk(raw)
+            if namespace is None:
+                namespace = chunk.namespace
+            if chunk.key:
+                if key is not None:
+                    raise InvalidValueError(f"value for key {key!r} ended after {filled} of {size} bytes")
+                if chunk.size > self.max_value_bytes:
+                    raise Abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"a value of {chunk.size} bytes exceeds the largest tier ({self.max_value_bytes})",
+                    )
+                key, size, filled = chunk.key, chunk.size, 0
+                info = chunk.array if chunk.HasField("array") else None
+                # A value that arrives whole in one message is used in place, without a copy.
+                buf = data if len(data) == size else bytearray(size)
+            elif key is None:
+                raise InvalidValueError("a chunk without a key started a value (keys are 1-400 bytes)")
+            if isinstance(buf, bytearray):
+                if filled + len(data) > size:
+                    raise InvalidValueError(f"value for key {key!r} is longer than its declared {size} bytes")
+                buf[filled : filled + len(data)] = data
+                filled += len(data)
+            else:
+                filled = size
+            if key is not None and filled == size:
+                finish()
+        if key is not None:
+            raise InvalidValueError(f"stream ended inside the value for key {key!r}")
+        flush()
+        return pb.PutResponse(stored=stored).SerializeToString()
+
+    @_stream_handler
+    def get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        req = _parse(pb.GetRequest, raw)
+        ns = _ns(req.namespace)
+        for index, key in enumerate(req.keys):
+            self.check_deadline(context)
+            value = self.store.get(key, ns=ns, promote=not req.no_promote)
+            if value is None:
+                yield pb.GetChunk(index=index, first=True, found=False).SerializeToString()
+                continue
+            data, info = value_bytes(value)
+            pieces = chunks(data)
+            head = pb.GetChunk(index=index, first=True, found=True, size=len(data), array=info)
+            yield b"".join(with_data(head.SerializeToString(), pieces[0]))
+            cont = pb.GetChunk(index=index).SerializeToString()
+            for piece in pieces[1:]:
+                yield b"".join(with_data(cont, piece))
+
+    @_handler
+    def delete(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.KeysRequest, raw)
+        ns = _ns(req.namespace)
+        deleted = []
+        for key in req.keys:
+            self.check_deadline(context)
+            deleted.append(self.store.delete(key, ns=ns))
+        return pb.DeleteResponse(deleted=deleted).SerializeToString()
+
+    @_handler
+    def exists(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.KeysRequest, raw)
+        ns = _ns(req.namespace)
+        return pb.ExistsResponse(exists=[self.store.contains(k, ns=ns) for k in req.keys]).SerializeToString()
+
+    @_handler
+    def stats(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        _parse(pb.StatsRequest, raw)
+        st = self.store.stats()
+        tiers = [
+            pb.TierStats(
+                name=name,
+                **{
+                    f: int(st[name][f])
+                    for f in (
+                        "items",
+                        "bytes",
+                        "capacity_bytes",
+                        "hits",
+                        "misses",
+                        "demotions",
+                        "evictions",
+                        "promotions",
+                        "checksum_failures",
+                        "failed_demotions",
+                    )
+                },
+                compression_ratio=float(st[name]["compression_ratio"] or 0.0),
+            )
+            for name in ("hot", "warm", "cold")
+        ]
+        return pb.StatsResponse(
+            tiers=tiers,
+            namespaces=st["namespaces"],
+            pinned=st["pinned"],
+            policy=st["policy"],
+            hot_segment=st["hot_segment"],
+        ).SerializeToString()
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        h = grpc
+        return h.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "CreateNamespace": h.unary_unary_rpc_method_handler(self.create_namespace),
+                "Put": h.stream_unary_rpc_method_handler(self.put),
+                "Get": h.unary_stream_rpc_method_handler(self.get),
+                "Delete": h.unary_unary_rpc_method_handler(self.delete),
+                "Exists": h.unary_unary_rpc_method_handler(self.exists),
+                "Stats": h.unary_unary_rpc_method_handler(self.stats),
+            },
+        )
