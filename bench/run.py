@@ -12,15 +12,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
-    for name, help_ in [("tiers", "put/get GB/s per tier next to memcpy and py-lmdb")]:
+    benches = [
+        ("tiers", "put/get GB/s per tier next to memcpy and py-lmdb"),
+        ("service", "the gRPC service next to Redis: GB/s, ops/s, batched small lookups"),
+    ]
+    for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--quick", action="store_true", help="smaller data, fewer rounds (under a minute)")
         p.add_argument("--json", help="where to write the JSON result (default bench/results/NAME.json)")
     args = parser.parse_args(argv)
-    if args.name == "tiers":
-        from bench import tiers
+    import importlib
 
-        tiers.run(args)
+    importlib.import_module(f"bench.{args.name}").run(args)
 
 
 if __name__ == "__main__":

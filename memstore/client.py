@@ -21,7 +21,7 @@ import numpy as np
 from memstore.errors import CapacityError, MemstoreError
 from memstore.record import value_to_raw
 from memstore.v1 import memstore_pb2 as pb
-from memstore.wire import CHUNK, chunks, parse_get_chunk, with_data
+from memstore.wire import CHUNK, Assembler, pack, parse_chunk, pieces
 
 __all__ = ["AsyncClient", "Client", "RemoteError"]
 
@@ -76,59 +76,44 @@ def _remote_error(exc: grpc.RpcError) -> RemoteError:
 
 def _put_messages(ns: str, items: list[tuple[bytes, Any]]) -> Iterator[bytes]:
     """Encode a batch as PutChunk messages of about 1 MiB, the data appended without a message copy."""
-    first = True
-    for key, value in items:
-        raw, dtype, shape = value_to_raw(value)
-        head = pb.PutChunk(key=key, size=len(raw))
-        if first:
-            head.namespace = ns
-            first = False
-        if dtype is not None:
-            head.array.dtype = dtype
-            head.array.shape.extend(shape or ())
-        pieces = chunks(raw)
-        yield b"".join(with_data(head.SerializeToString(), pieces[0]))
-        for piece in pieces[1:]:
-            yield b"".join(with_data(b"", piece))
-    if first:  # an empty batch still names its namespace
-        yield pb.PutChunk(namespace=ns).SerializeToString()
+
+    def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
+        for key, value in items:
+            raw, dtype, shape = value_to_raw(value)
+            fields: dict[str, Any] = {"key": key, "size": len(raw)}
+            if dtype is not None:
+                fields["array"] = pb.ArrayInfo(dtype=dtype, shape=shape or ())
+            yield fields, raw
+
+    return pack(pb.PutChunk, values(), first={"namespace": ns})
 
 
 class _GetAssembler:
-    """Rebuilds values from a stream of GetChunk messages."""
+    """Rebuilds the answer of a Get call from its GetChunk messages."""
 
     def __init__(self, count: int) -> None:
         self.values: list[Any] = [None] * count
-        self._buf: bytearray | None = None
-        self._filled = 0
-        self._info: pb.ArrayInfo | None = None
-        self._index = -1
+        self._assembler = Assembler(max_size=1 << 62)
+        self._array: pb.ArrayInfo | None = None
 
     def feed(self, raw: bytes) -> None:
-        chunk, data = parse_get_chunk(raw)
-        if chunk.first:
-            self._index = chunk.index
-            if not chunk.found:
-                return
-            self._info = chunk.array if chunk.HasField("array") else None
-            if len(data) == chunk.size and self._info is None:
-                self.values[chunk.index] = bytes(data)  # whole value in one message
-                self._buf = None
-                return
-            self._buf = bytearray(chunk.size)
-            self._filled = 0
-        if self._buf is None or chunk.index != self._index:
-            raise MemstoreError("the server sent a chunk out of order")
-        self._buf[self._filled : self._filled + len(data)] = data
-        self._filled += len(data)
-        if self._filled == len(self._buf):
-            buf, info = self._buf, self._info
-            self.values[self._index] = (
-                np.frombuffer(buf, dtype=np.dtype(info.dtype)).reshape(tuple(info.shape))
-                if info
-                else bytes(buf)
-            )
-            self._buf = None
+        chunk, data = parse_chunk(pb.GetChunk, raw)
+        for item, piece in pieces(chunk.items, data):
+            if not item.found:
+                continue
+            if item.offset == 0:
+                self._array = item.array if item.HasField("array") else None
+            value = self._assembler.feed(item.index, item.size, item.offset, piece)
+            if value is None:
+                continue
+            info = self._array
+            if info is not None:
+                buf = value if isinstance(value, bytearray) else bytearray(value)
+                self.values[item.index] = np.frombuffer(buf, dtype=np.dtype(info.dtype)).reshape(
+                    tuple(info.shape)
+                )
+            else:
+                self.values[item.index] = bytes(value)
 
 
 def _stats_dict(resp: pb.StatsResponse) -> dict[str, Any]:

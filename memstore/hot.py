@@ -37,7 +37,7 @@ ARENA_HEADER_SIZE = 64
 SLOT = struct.Struct("<QQQII")
 SLOT_SIZE = SLOT.size  # 32
 ALIGN = 64
-SLOT_FREE, SLOT_LIVE = 0, 1
+SLOT_FREE, SLOT_LIVE, SLOT_WRITING = 0, 1, 2
 
 
 def shm_dir() -> str:
@@ -171,6 +171,35 @@ class HotArena:
         self._publish(slot, gen, offset, length, len(header), SLOT_LIVE)
         self.used += alloc
         return HotEntry(slot, offset, length, alloc, meta, clean)
+
+    def reserve(self, length: int) -> tuple[int, int, int] | None:
+        """Take a slot and space for a record another process will write; the slot stays unstable (odd
+        generation, state WRITING) until ``publish_reserved`` or ``cancel_reserved``.
+        Returns (slot, offset, alloc) or None when full."""
+        alloc = max(ALIGN, length + (-length) % ALIGN)
+        if not self._free_slots:
+            return None
+        offset = self._alloc(alloc)
+        if offset is None:
+            return None
+        slot = self._free_slots.pop()
+        gen = self._begin(slot)
+        SLOT.pack_into(self.mm, self.slot_table + slot * SLOT_SIZE, gen, offset, length, 0, SLOT_WRITING)
+        self.used += alloc
+        return slot, offset, alloc
+
+    def publish_reserved(
+        self, slot: int, offset: int, alloc: int, header: bytes, length: int, meta: RecordMeta, clean: bool
+    ) -> HotEntry:
+        self.view[offset : offset + len(header)] = header
+        self._publish(slot, self._generation[slot], offset, length, len(header), SLOT_LIVE)
+        return HotEntry(slot, offset, length, alloc, meta, clean)
+
+    def cancel_reserved(self, slot: int, offset: int, alloc: int) -> None:
+        self._publish(slot, self._generation[slot], 0, 0, 0, SLOT_FREE)
+        self._free_slots.append(slot)
+        self._add_free(offset, alloc)
+        self.used -= alloc
 
     def record(self, entry: HotEntry) -> memoryview:
         """A view of the record in the arena; valid until the entry is released."""

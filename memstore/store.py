@@ -31,11 +31,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from memstore import settings
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
@@ -45,6 +45,7 @@ from memstore.errors import (
     CorruptRecordError,
     InvalidKeyError,
     InvalidNamespaceError,
+    InvalidValueError,
     MemstoreError,
     PersistentFullError,
     StoreClosedError,
@@ -55,6 +56,7 @@ from memstore.hot import HotArena, HotEntry, remove_stale_segment
 from memstore.policy import EvictionPolicy, make_policy
 from memstore.record import (
     RecordMeta,
+    check_array_meta,
     encode_record,
     pack_header,
     parse_record,
@@ -64,6 +66,7 @@ from memstore.record import (
     verify_payload,
 )
 
+T = TypeVar("T")
 Durability = Literal["cache", "persistent"]
 Value = Any  # bytes or a numpy array (Any: numpy arrays do not type-check as one union member)
 _NS_NAME = re.compile(rf"^[A-Za-z0-9_.:@+=/-]{{1,{settings.MAX_NAMESPACE_CHARS}}}$")
@@ -102,6 +105,43 @@ class ColdEntry:
     cost: int
     persistent: bool
     tag: int  # which queued write made this entry (to reconcile failed writes)
+
+
+@dataclass(frozen=True, slots=True)
+class HotLocation:
+    """Where a record sits in the arena, and the slot generation it had when it was located."""
+
+    slot: int
+    offset: int
+    length: int
+    header_len: int
+    generation: int
+
+
+class Remote:
+    """Marker: the value exists but is not in the arena; fetch it with ``get``."""
+
+    def __repr__(self) -> str:
+        return "REMOTE"
+
+
+REMOTE = Remote()
+
+
+@dataclass(slots=True)
+class Reservation:
+    token: int
+    fk: bytes
+    slot: int
+    offset: int
+    alloc: int
+    header_len: int
+    meta: RecordMeta
+    expires: float
+
+    @property
+    def payload_offset(self) -> int:
+        return self.offset + self.header_len
 
 
 @dataclass(slots=True)
@@ -178,6 +218,7 @@ class TieredStore:
         self._warm_policy: EvictionPolicy = make_policy(policy)
         self._cold_policy: EvictionPolicy = make_policy(policy)
         self._pinned: set[bytes] = set()
+        self._reservations: dict[int, Reservation] = {}
         self._stats = {"hot": TierStats(), "warm": TierStats(), "cold": TierStats()}
         self._next_tag = 0
 
@@ -450,6 +491,121 @@ class TieredStore:
     ) -> None:
         self.close()
 
+    # ---- the local path: clients on this host copy straight out of (and into) the arena ----------
+
+    def locate_many(self, keys: Iterable[bytes], *, ns: str = "default") -> list[HotLocation | Remote | None]:
+        """Where each key's record sits in the hot arena, promoting lower-tier hits into it first.
+
+        ``None`` is a miss; ``REMOTE`` a value that cannot be placed in the arena (too large, or every
+        slot pinned): fetch it with ``get``. A reader must check the slot's generation after copying.
+        """
+        namespace = self._ns(ns)
+        out: list[HotLocation | Remote | None] = []
+        for key in keys:
+            fk = namespace.prefix + _check_key(key)
+            loc = self._locate(fk)
+            if loc is None:
+                if self._get(namespace, fk, promote=True) is None:
+                    out.append(None)
+                    continue
+                loc = self._locate(fk)
+            out.append(REMOTE if loc is None else loc)
+        return out
+
+    def _locate(self, fk: bytes) -> HotLocation | None:
+        with self._lock:
+            self._check_open()
+            entry = self._hot_index.get(fk)
+            if entry is None:
+                return None
+            self._hot_policy.access(fk)
+            self._stats["hot"].hits += 1
+            header_len = entry.length - entry.meta.raw_len
+            return HotLocation(
+                entry.slot, entry.offset, entry.length, header_len, self._hot.generation(entry.slot)
+            )
+
+    def reserve_put(
+        self,
+        key: bytes,
+        nbytes: int,
+        *,
+        ns: str = "default",
+        dtype: str | None = None,
+        shape: tuple[int, ...] | None = None,
+        lease: float = 30.0,
+    ) -> Reservation | None:
+        """Allocate arena space for a value another process on this host will write in place.
+
+        The value becomes visible only at ``commit_put``; a reservation not committed within ``lease``
+        seconds is reclaimed. None when the arena cannot take it (use ``put``).
+        """
+        namespace = self._ns(ns)
+        if namespace.persistent:
+            raise InvalidNamespaceError("local puts are for cache namespaces; use put() for persistent data")
+        fk = namespace.prefix + _check_key(key)
+        if not isinstance(nbytes, int) or nbytes < 0:
+            raise InvalidValueError("the reserved size is a non-negative int")
+        meta = RecordMeta(RAW.id, nbytes, dtype, tuple(shape) if shape is not None else None)
+        if (dtype is None) != (shape is None):
+            raise InvalidValueError("an array needs both dtype and shape")
+        check_array_meta(meta)
+        header_len = len(pack_header(meta, b""))  # the header's size does not depend on the payload
+        if header_len + nbytes > self._hot_max_item():
+            return None
+        with self._lock:
+            self._check_open()
+            self._reap_reservations()
+            got = self._in_hot_room(lambda: self._hot.reserve(header_len + nbytes))
+            if got is None:
+                return None
+            slot, offset, alloc = got
+            self._next_tag += 1
+            r = Reservation(
+                self._next_tag, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease
+            )
+            self._reservations[r.token] = r
+            return r
+
+    def commit_put(self, token: int) -> None:
+        """Publish a reserved value: checksum the bytes the writer left in the arena, then index them."""
+        with self._lock:
+            self._check_open()
+            r = self._reservations.pop(token, None)
+            if r is None:
+                raise InvalidValueError(f"no open reservation {token} (expired, committed or never made)")
+            payload = self._hot.view[r.offset + r.header_len : r.offset + r.header_len + r.meta.raw_len]
+            header = pack_header(r.meta, payload)
+            self._drop_upper(r.fk)
+            stale = self._drop_cold(r.fk, durable=False)
+            entry = self._hot.publish_reserved(
+                r.slot, r.offset, r.alloc, header, r.header_len + r.meta.raw_len, r.meta, clean=False
+            )
+            self._hot_index[r.fk] = entry
+            self._hot_policy.insert(r.fk)
+        if stale is not None:
+            self._wait([(r.fk, stale)], persistent=False)
+
+    def abort_put(self, token: int) -> bool:
+        with self._lock:
+            r = self._reservations.pop(token, None)
+            if r is not None:
+                self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
+            return r is not None
+
+    def _reap_reservations(self) -> None:
+        now = time.monotonic()
+        for token in [t for t, r in self._reservations.items() if r.expires < now]:
+            r = self._reservations.pop(token)
+            self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
+            self._stats["hot"].extra["expired_reservations"] = (
+                self._stats["hot"].extra.get("expired_reservations", 0) + 1
+            )
+
+    def hot_segment(self) -> tuple[str, int]:
+        """Path and size of the arena's shared-memory segment."""
+        return self._hot.path, self._hot.size
+
     # ---- put paths ------------------------------------------------------------------------------
 
     def _put_cache(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool] | None:
@@ -655,15 +811,22 @@ class TieredStore:
         return key in self._pinned
 
     def _store_hot(self, fk: bytes, header: bytes, raw: memoryview, meta: RecordMeta, *, clean: bool) -> bool:
+        entry = self._in_hot_room(lambda: self._hot.store(header, raw, meta, clean))
+        if entry is None:
+            return False
+        self._hot_index[fk] = entry
+        self._hot_policy.insert(fk)
+        return True
+
+    def _in_hot_room(self, attempt: Callable[[], T | None]) -> T | None:
+        """Run an arena allocation, demoting hot victims until it succeeds or nothing can move."""
         while True:
-            entry = self._hot.store(header, raw, meta, clean)
-            if entry is not None:
-                self._hot_index[fk] = entry
-                self._hot_policy.insert(fk)
-                return True
+            result = attempt()
+            if result is not None:
+                return result
             victim = self._hot_policy.victim(self._skip)
             if victim is None or not self._demote_hot(victim):  # type: ignore[arg-type]
-                return False
+                return None
 
     def _demote_hot(self, fk: bytes) -> bool:
         entry = self._hot_index[fk]

@@ -7,7 +7,12 @@ with its own library. Only the bulk path uses this; every other message uses ``m
 
 from __future__ import annotations
 
-from memstore.v1 import memstore_pb2 as pb
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+M = TypeVar("M", bound=Message)
 
 DATA_FIELD = 15
 _DATA_TAG = bytes([(DATA_FIELD << 3) | 2])  # field 15, length-delimited: fits in one byte
@@ -41,13 +46,6 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         if not b & 0x80:
             return result, pos
         shift += 7
-
-
-def with_data(header: bytes, data: bytes | bytearray | memoryview) -> list[bytes | memoryview]:
-    """Pieces that concatenate to ``header`` plus a ``data`` field holding ``data``."""
-    if not len(data):
-        return [header]
-    return [header, _DATA_TAG + varint(len(data)), memoryview(data)]
 
 
 def split_data(raw: bytes | memoryview) -> tuple[memoryview, memoryview]:
@@ -89,24 +87,100 @@ def split_data(raw: bytes | memoryview) -> tuple[memoryview, memoryview]:
     return buf[:header_end], data
 
 
-def parse_put_chunk(raw: bytes | memoryview) -> tuple[pb.PutChunk, memoryview]:
+def parse_chunk(cls: type[M], raw: bytes | memoryview) -> tuple[M, memoryview]:
+    """Parse a PutChunk or GetChunk: its header fields with protobuf, its data as a view."""
     header, data = split_data(raw)
     try:
-        return pb.PutChunk.FromString(bytes(header)), data
+        msg = cls.FromString(bytes(header))
     except Exception as exc:  # protobuf raises DecodeError, or others for some garbage
-        raise WireError(f"not a PutChunk: {exc}") from None
+        raise WireError(f"not a {cls.__name__}: {exc}") from None
+    if sum(item.length for item in msg.items) != len(data):  # type: ignore[attr-defined]
+        raise WireError("the items' lengths do not add up to the data")
+    return msg, data
 
 
-def parse_get_chunk(raw: bytes | memoryview) -> tuple[pb.GetChunk, memoryview]:
-    header, data = split_data(raw)
-    try:
-        return pb.GetChunk.FromString(bytes(header)), data
-    except Exception as exc:
-        raise WireError(f"not a GetChunk: {exc}") from None
+def pack(
+    chunk_cls: type[M],
+    values: Iterable[tuple[dict[str, Any], memoryview]],
+    *,
+    first: dict[str, Any] | None = None,
+    chunk: int = CHUNK,
+    max_items: int = 4096,
+) -> Iterator[bytes]:
+    """Encode values as messages of about ``chunk`` data bytes: small ones packed, large ones split.
+
+    ``values`` yields (item fields, bytes); each message lists its pieces with offset and length.
+    """
+    msg = chunk_cls(**(first or {}))
+    parts: list[memoryview] = []
+    used = 0
+
+    def encoded() -> bytes:
+        head = msg.SerializeToString()
+        return b"".join([head, _DATA_TAG, varint(used), *parts]) if used else head
+
+    for fields, data in values:
+        total, offset = len(data), 0
+        while True:
+            n = min(chunk - used, total - offset)
+            if (n <= 0 and total > 0) or len(msg.items) >= max_items:  # type: ignore[attr-defined]
+                yield encoded()
+                msg, parts, used = chunk_cls(), [], 0
+                continue
+            item = msg.items.add(**fields, offset=offset, length=n)  # type: ignore[attr-defined]
+            if offset and item.HasField("array"):
+                item.ClearField("array")  # the array description travels with the first piece only
+            parts.append(data[offset : offset + n])
+            used += n
+            offset += n
+            if offset >= total:
+                break
+    if used or len(msg.items) or first:  # type: ignore[attr-defined]
+        yield encoded()
 
 
-def chunks(value: bytes | bytearray | memoryview, size: int = CHUNK) -> list[memoryview]:
-    view = memoryview(value).cast("B") if not isinstance(value, memoryview) else value
-    if not len(view):
-        return [view]
-    return [view[i : i + size] for i in range(0, len(view), size)]
+class Assembler:
+    """Rebuilds whole values from pieces (offset order), without a copy when a value is in one piece."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._ident: object = None
+        self._buf: bytearray | None = None
+        self._filled = 0
+
+    def feed(self, ident: object, size: int, offset: int, data: memoryview) -> memoryview | bytearray | None:
+        """Add one piece; returns the value's bytes once complete."""
+        if offset == 0:
+            if self._buf is not None:
+                raise WireError(f"value {self._ident!r} ended after {self._filled} of {len(self._buf)} bytes")
+            if size > self.max_size:
+                raise ValueTooLarge(f"a value of {size} bytes exceeds the limit of {self.max_size}")
+            if len(data) == size:
+                return data
+            self._ident, self._buf, self._filled = ident, bytearray(size), 0
+        elif self._buf is None or ident != self._ident or offset != self._filled or size != len(self._buf):
+            raise WireError(f"piece of {ident!r} at offset {offset} arrived out of order")
+        if self._filled + len(data) > len(self._buf):
+            raise WireError(f"value {ident!r} is longer than its declared {len(self._buf)} bytes")
+        self._buf[self._filled : self._filled + len(data)] = data
+        self._filled += len(data)
+        if self._filled < len(self._buf):
+            return None
+        buf, self._buf = self._buf, None
+        return buf
+
+    def finish(self) -> None:
+        if self._buf is not None:
+            raise WireError(f"the stream ended inside value {self._ident!r}")
+
+
+class ValueTooLarge(WireError):
+    """A declared value size is over the receiver's limit."""
+
+
+def pieces(items: Iterable[Any], data: memoryview) -> Iterator[tuple[Any, memoryview]]:
+    """Pair each item of a parsed chunk with its slice of the chunk's data."""
+    pos = 0
+    for item in items:
+        yield item, data[pos : pos + item.length]
+        pos += item.length

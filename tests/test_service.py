@@ -111,23 +111,35 @@ def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(client) ->
     assert _status(lambda: client.create_namespace("x", warm_codec="lzma")) == bad
     assert _status(lambda: client.get(b"k", ns="never-created")) == grpc.StatusCode.NOT_FOUND
     # dtype/shape that disagree with the byte length, sent as a hand-made PutChunk
-    chunk = pb.PutChunk(key=b"arr", size=8, array=pb.ArrayInfo(dtype="<f4", shape=[3]), data=b"\0" * 8)
+    item = pb.PutItem(key=b"arr", size=8, array=pb.ArrayInfo(dtype="<f4", shape=[3]), length=8)
+    chunk = pb.PutChunk(items=[item], data=b"\0" * 8)
     put = client._channel.stream_unary("/memstore.v1.Store/Put")
     with pytest.raises(grpc.RpcError) as info:
         put(iter([chunk.SerializeToString()]))
     assert info.value.code() == bad
     for dtype in ("O", "(1000000000,)f4", "nonsense"):
-        chunk = pb.PutChunk(key=b"arr", size=8, array=pb.ArrayInfo(dtype=dtype, shape=[2]), data=b"\0" * 8)
+        item = pb.PutItem(key=b"arr", size=8, array=pb.ArrayInfo(dtype=dtype, shape=[2]), length=8)
+        chunk = pb.PutChunk(items=[item], data=b"\0" * 8)
         with pytest.raises(grpc.RpcError) as info:
             put(iter([chunk.SerializeToString()]))
         assert info.value.code() == bad, dtype
     # a declared size larger than any tier
-    chunk = pb.PutChunk(key=b"huge", size=1 << 50, data=b"x")
+    chunk = pb.PutChunk(items=[pb.PutItem(key=b"huge", size=1 << 50, length=1)], data=b"x")
     with pytest.raises(grpc.RpcError) as info:
         put(iter([chunk.SerializeToString()]))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # pieces that lie about their lengths or order
+    for items, data in (
+        ([pb.PutItem(key=b"a", size=4, length=4)], b"xy"),
+        ([pb.PutItem(key=b"a", size=4, length=2), pb.PutItem(key=b"b", size=2, length=2)], b"xxyy"),
+        ([pb.PutItem(key=b"a", size=4, offset=2, length=2)], b"xx"),
+        ([pb.PutItem(key=b"a", size=4, length=2)], b"xx"),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            put(iter([pb.PutChunk(items=items, data=data).SerializeToString()]))
+        assert info.value.code() == bad, items
     assert client.get(b"keep") == b"safe"
-    assert client.get(b"arr") is None and client.get(b"huge") is None
+    assert client.get_many([b"arr", b"huge", b"a", b"b"]) == [None] * 4
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -24,41 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amemstore/v1/memstore.proto\x12\x0bmemstore.v1\"{\n\x16\x43reateNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ndurability\x18\x02 \x01(\x0e\x32\x17.memstore.v1.Durability\x12\x12\n\nwarm_codec\x18\x03 \x01(\t\x12\x12\n\ncold_codec\x18\x04 \x01(\t\"Q\n\x17\x43reateNamespaceResponse\x12\x36\n\tnamespace\x18\x01 \x01(\x0b\x32#.memstore.v1.CreateNamespaceRequest\")\n\tArrayInfo\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\"m\n\x08PutChunk\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12%\n\x05\x61rray\x18\x04 \x01(\x0b\x32\x16.memstore.v1.ArrayInfo\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"\x1d\n\x0bPutResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"A\n\nGetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\x12\x12\n\nno_promote\x18\x03 \x01(\x08\"z\n\x08GetChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12%\n\x05\x61rray\x18\x04 \x01(\x0b\x32\x16.memstore.v1.ArrayInfo\x12\r\n\x05\x66irst\x18\x05 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\".\n\x0bKeysRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\x08\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x03(\x08\"\x0e\n\x0cStatsRequest\"\xf7\x01\n\tTierStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04hits\x18\x05 \x01(\x04\x12\x0e\n\x06misses\x18\x06 \x01(\x04\x12\x11\n\tdemotions\x18\x07 \x01(\x04\x12\x11\n\tevictions\x18\x08 \x01(\x04\x12\x12\n\npromotions\x18\t \x01(\x04\x12\x19\n\x11\x63hecksum_failures\x18\n \x01(\x04\x12\x18\n\x10\x66\x61iled_demotions\x18\x0b \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x0c \x01(\x01\"\x7f\n\rStatsResponse\x12%\n\x05tiers\x18\x01 \x03(\x0b\x32\x16.memstore.v1.TierStats\x12\x12\n\nnamespaces\x18\x02 \x01(\r\x12\x0e\n\x06pinned\x18\x03 \x01(\r\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x13\n\x0bhot_segment\x18\x05 \x01(\t*C\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x43\x41\x43HE\x10\x01\x12\x0e\n\nPERSISTENT\x10\x02\x32\x9a\x03\n\x05Store\x12\\\n\x0f\x43reateNamespace\x12#.memstore.v1.CreateNamespaceRequest\x1a$.memstore.v1.CreateNamespaceResponse\x12\x38\n\x03Put\x12\x15.memstore.v1.PutChunk\x1a\x18.memstore.v1.PutResponse(\x01\x12\x37\n\x03Get\x12\x17.memstore.v1.GetRequest\x1a\x15.memstore.v1.GetChunk0\x01\x12?\n\x06\x44\x65lete\x12\x18.memstore.v1.KeysRequest\x1a\x1b.memstore.v1.DeleteResponse\x12?\n\x06\x45xists\x12\x18.memstore.v1.KeysRequest\x1a\x1b.memstore.v1.ExistsResponse\x12>\n\x05Stats\x12\x19.memstore.v1.StatsRequest\x1a\x1a.memstore.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amemstore/v1/memstore.proto\x12\x0bmemstore.v1\"{\n\x16\x43reateNamespaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ndurability\x18\x02 \x01(\x0e\x32\x17.memstore.v1.Durability\x12\x12\n\nwarm_codec\x18\x03 \x01(\t\x12\x12\n\ncold_codec\x18\x04 \x01(\t\"Q\n\x17\x43reateNamespaceResponse\x12\x36\n\tnamespace\x18\x01 \x01(\x0b\x32#.memstore.v1.CreateNamespaceRequest\")\n\tArrayInfo\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\"k\n\x07PutItem\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12%\n\x05\x61rray\x18\x03 \x01(\x0b\x32\x16.memstore.v1.ArrayInfo\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\"P\n\x08PutChunk\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12#\n\x05items\x18\x02 \x03(\x0b\x32\x14.memstore.v1.PutItem\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"\x1d\n\x0bPutResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"A\n\nGetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\x12\x12\n\nno_promote\x18\x03 \x01(\x08\"|\n\x07GetItem\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12%\n\x05\x61rray\x18\x04 \x01(\x0b\x32\x16.memstore.v1.ArrayInfo\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x0e\n\x06length\x18\x06 \x01(\x04\"=\n\x08GetChunk\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.memstore.v1.GetItem\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\".\n\x0bKeysRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\x08\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x03(\x08\"\x0e\n\x0cStatsRequest\"\xf7\x01\n\tTierStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x0c\n\x04hits\x18\x05 \x01(\x04\x12\x0e\n\x06misses\x18\x06 \x01(\x04\x12\x11\n\tdemotions\x18\x07 \x01(\x04\x12\x11\n\tevictions\x18\x08 \x01(\x04\x12\x12\n\npromotions\x18\t \x01(\x04\x12\x19\n\x11\x63hecksum_failures\x18\n \x01(\x04\x12\x18\n\x10\x66\x61iled_demotions\x18\x0b \x01(\x04\x12\x19\n\x11\x63ompression_ratio\x18\x0c \x01(\x01\"\x7f\n\rStatsResponse\x12%\n\x05tiers\x18\x01 \x03(\x0b\x32\x16.memstore.v1.TierStats\x12\x12\n\nnamespaces\x18\x02 \x01(\r\x12\x0e\n\x06pinned\x18\x03 \x01(\r\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12\x13\n\x0bhot_segment\x18\x05 \x01(\t*C\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\t\n\x05\x43\x41\x43HE\x10\x01\x12\x0e\n\nPERSISTENT\x10\x02\x32\x9a\x03\n\x05Store\x12\\\n\x0f\x43reateNamespace\x12#.memstore.v1.CreateNamespaceRequest\x1a$.memstore.v1.CreateNamespaceResponse\x12\x38\n\x03Put\x12\x15.memstore.v1.PutChunk\x1a\x18.memstore.v1.PutResponse(\x01\x12\x37\n\x03Get\x12\x17.memstore.v1.GetRequest\x1a\x15.memstore.v1.GetChunk0\x01\x12?\n\x06\x44\x65lete\x12\x18.memstore.v1.KeysRequest\x1a\x1b.memstore.v1.DeleteResponse\x12?\n\x06\x45xists\x12\x18.memstore.v1.KeysRequest\x1a\x1b.memstore.v1.ExistsResponse\x12>\n\x05Stats\x12\x19.memstore.v1.StatsRequest\x1a\x1a.memstore.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memstore.v1.memstore_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DURABILITY']._serialized_start=1139
-  _globals['_DURABILITY']._serialized_end=1206
+  _globals['_DURABILITY']._serialized_start=1284
+  _globals['_DURABILITY']._serialized_end=1351
   _globals['_CREATENAMESPACEREQUEST']._serialized_start=43
   _globals['_CREATENAMESPACEREQUEST']._serialized_end=166
   _globals['_CREATENAMESPACERESPONSE']._serialized_start=168
   _globals['_CREATENAMESPACERESPONSE']._serialized_end=249
   _globals['_ARRAYINFO']._serialized_start=251
   _globals['_ARRAYINFO']._serialized_end=292
-  _globals['_PUTCHUNK']._serialized_start=294
-  _globals['_PUTCHUNK']._serialized_end=403
-  _globals['_PUTRESPONSE']._serialized_start=405
-  _globals['_PUTRESPONSE']._serialized_end=434
-  _globals['_GETREQUEST']._serialized_start=436
-  _globals['_GETREQUEST']._serialized_end=501
-  _globals['_GETCHUNK']._serialized_start=503
-  _globals['_GETCHUNK']._serialized_end=625
-  _globals['_KEYSREQUEST']._serialized_start=627
-  _globals['_KEYSREQUEST']._serialized_end=673
-  _globals['_DELETERESPONSE']._serialized_start=675
-  _globals['_DELETERESPONSE']._serialized_end=708
-  _globals['_EXISTSRESPONSE']._serialized_start=710
-  _globals['_EXISTSRESPONSE']._serialized_end=742
-  _globals['_STATSREQUEST']._serialized_start=744
-  _globals['_STATSREQUEST']._serialized_end=758
-  _globals['_TIERSTATS']._serialized_start=761
-  _globals['_TIERSTATS']._serialized_end=1008
-  _globals['_STATSRESPONSE']._serialized_start=1010
-  _globals['_STATSRESPONSE']._serialized_end=1137
-  _globals['_STORE']._serialized_start=1209
-  _globals['_STORE']._serialized_end=1619
+  _globals['_PUTITEM']._serialized_start=294
+  _globals['_PUTITEM']._serialized_end=401
+  _globals['_PUTCHUNK']._serialized_start=403
+  _globals['_PUTCHUNK']._serialized_end=483
+  _globals['_PUTRESPONSE']._serialized_start=485
+  _globals['_PUTRESPONSE']._serialized_end=514
+  _globals['_GETREQUEST']._serialized_start=516
+  _globals['_GETREQUEST']._serialized_end=581
+  _globals['_GETITEM']._serialized_start=583
+  _globals['_GETITEM']._serialized_end=707
+  _globals['_GETCHUNK']._serialized_start=709
+  _globals['_GETCHUNK']._serialized_end=770
+  _globals['_KEYSREQUEST']._serialized_start=772
+  _globals['_KEYSREQUEST']._serialized_end=818
+  _globals['_DELETERESPONSE']._serialized_start=820
+  _globals['_DELETERESPONSE']._serialized_end=853
+  _globals['_EXISTSRESPONSE']._serialized_start=855
+  _globals['_EXISTSRESPONSE']._serialized_end=887
+  _globals['_STATSREQUEST']._serialized_start=889
+  _globals['_STATSREQUEST']._serialized_end=903
+  _globals['_TIERSTATS']._serialized_start=906
+  _globals['_TIERSTATS']._serialized_end=1153
+  _globals['_STATSRESPONSE']._serialized_start=1155
+  _globals['_STATSRESPONSE']._serialized_end=1282
+  _globals['_STORE']._serialized_start=1354
+  _globals['_STORE']._serialized_end=1764
 # @@protoc_insertion_point(module_scope)

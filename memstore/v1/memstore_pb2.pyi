@@ -42,19 +42,29 @@ class ArrayInfo(_message.Message):
     shape: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
-class PutChunk(_message.Message):
-    __slots__ = ("namespace", "key", "size", "array", "data")
-    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+class PutItem(_message.Message):
+    __slots__ = ("key", "size", "array", "offset", "length")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    namespace: str
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     size: int
     array: ArrayInfo
+    offset: int
+    length: int
+    def __init__(self, key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class PutChunk(_message.Message):
+    __slots__ = ("namespace", "items", "data")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    items: _containers.RepeatedCompositeFieldContainer[PutItem]
     data: bytes
-    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PutItem, _Mapping]]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("stored",)
@@ -72,21 +82,29 @@ class GetRequest(_message.Message):
     no_promote: bool
     def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., no_promote: _Optional[bool] = ...) -> None: ...
 
-class GetChunk(_message.Message):
-    __slots__ = ("index", "found", "size", "array", "first", "data")
+class GetItem(_message.Message):
+    __slots__ = ("index", "found", "size", "array", "offset", "length")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
-    FIRST_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
     index: int
     found: bool
     size: int
     array: ArrayInfo
-    first: bool
+    offset: int
+    length: int
+    def __init__(self, index: _Optional[int] = ..., found: _Optional[bool] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class GetChunk(_message.Message):
+    __slots__ = ("items", "data")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[GetItem]
     data: bytes
-    def __init__(self, index: _Optional[int] = ..., found: _Optional[bool] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., first: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, items: _Optional[_Iterable[_Union[GetItem, _Mapping]]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class KeysRequest(_message.Message):
     __slots__ = ("namespace", "keys")

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memstore import TieredStore
+from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
 from memstore_server.config import ServerConfig
@@ -78,6 +79,7 @@ def create_server(
 
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code."""
+    pool_large_allocations()
     store = TieredStore(
         config.data_dir,
         hot_bytes=config.hot_bytes,

@@ -13,7 +13,7 @@ from memstore.errors import (
     StoreClosedError,
     UnknownNamespaceError,
 )
-from memstore.wire import WireError
+from memstore.wire import ValueTooLarge, WireError
 
 
 class Abort(Exception):
@@ -27,6 +27,8 @@ class Abort(Exception):
 def status_for(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, Abort):
         return exc.code
+    if isinstance(exc, ValueTooLarge):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, UnknownNamespaceError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, InvalidKeyError | InvalidValueError | InvalidNamespaceError | WireError | TypeError):

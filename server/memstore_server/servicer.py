@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from memstore import TieredStore
 from memstore.errors import InvalidValueError
 from memstore.v1 import memstore_pb2 as pb
-from memstore.wire import chunks, parse_put_chunk, with_data
+from memstore.wire import Assembler, pack, parse_chunk, pieces
 from memstore_server.errors import Abort, status_for
 
 log = logging.getLogger("memstore.server")
@@ -142,83 +142,47 @@ class StoreService:
     @_handler
     def put(self, stream: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
         namespace: str | None = None
+        assembler = Assembler(self.max_value_bytes)
         batch: list[tuple[bytes, Any]] = []
-        batch_bytes = 0
-        stored = 0
-        key: bytes | None = None
-        info: pb.ArrayInfo | None = None
-        buf: bytearray | memoryview | None = None
-        filled = 0
-        size = 0
-
-        def finish() -> None:
-            nonlocal batch_bytes, stored, key, buf
-            assert key is not None and buf is not None
-            value = array_value(buf, info) if info is not None else buf
-            batch.append((key, value))
-            batch_bytes += size
-            key, buf = None, None
-            if batch_bytes >= _PUT_BATCH_BYTES:
-                flush()
-
-        def flush() -> None:
-            nonlocal batch_bytes, stored
-            if batch:
-                self.store.put_many(batch, ns=_ns(namespace or ""))
-                stored += len(batch)
-                batch.clear()
-                batch_bytes = 0
-
+        batch_bytes = stored = 0
         for raw in stream:
             self.check_deadline(context)
-            chunk, data = parse_put_chunk(raw)
+            chunk, data = parse_chunk(pb.PutChunk, raw)
             if namespace is None:
-                namespace = chunk.namespace
-            if chunk.key:
-                if key is not None:
-                    raise InvalidValueError(f"value for key {key!r} ended after {filled} of {size} bytes")
-                if chunk.size > self.max_value_bytes:
-                    raise Abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"a value of {chunk.size} bytes exceeds the largest tier ({self.max_value_bytes})",
-                    )
-                key, size, filled = chunk.key, chunk.size, 0
-                info = chunk.array if chunk.HasField("array") else None
-                # A value that arrives whole in one message is used in place, without a copy.
-                buf = data if len(data) == size else bytearray(size)
-            elif key is None:
-                raise InvalidValueError("a chunk without a key started a value (keys are 1-400 bytes)")
-            if isinstance(buf, bytearray):
-                if filled + len(data) > size:
-                    raise InvalidValueError(f"value for key {key!r} is longer than its declared {size} bytes")
-                buf[filled : filled + len(data)] = data
-                filled += len(data)
-            else:
-                filled = size
-            if key is not None and filled == size:
-                finish()
-        if key is not None:
-            raise InvalidValueError(f"stream ended inside the value for key {key!r}")
-        flush()
+                namespace = _ns(chunk.namespace)
+            for item, piece in pieces(chunk.items, data):
+                if item.offset == 0:
+                    array = item.array if item.HasField("array") else None
+                value = assembler.feed(item.key, item.size, item.offset, piece)
+                if value is None:
+                    continue
+                batch.append((item.key, array_value(value, array) if array is not None else value))
+                batch_bytes += len(value)
+                if batch_bytes >= _PUT_BATCH_BYTES:  # hand over in batches: bounded memory per call
+                    self.store.put_many(batch, ns=namespace)
+                    stored, batch, batch_bytes = stored + len(batch), [], 0
+        assembler.finish()
+        if batch:
+            self.store.put_many(batch, ns=namespace or "default")
+            stored += len(batch)
         return pb.PutResponse(stored=stored).SerializeToString()
 
     @_stream_handler
     def get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         req = _parse(pb.GetRequest, raw)
         ns = _ns(req.namespace)
-        for index, key in enumerate(req.keys):
-            self.check_deadline(context)
-            value = self.store.get(key, ns=ns, promote=not req.no_promote)
-            if value is None:
-                yield pb.GetChunk(index=index, first=True, found=False).SerializeToString()
-                continue
-            data, info = value_bytes(value)
-            pieces = chunks(data)
-            head = pb.GetChunk(index=index, first=True, found=True, size=len(data), array=info)
-            yield b"".join(with_data(head.SerializeToString(), pieces[0]))
-            cont = pb.GetChunk(index=index).SerializeToString()
-            for piece in pieces[1:]:
-                yield b"".join(with_data(cont, piece))
+
+        def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
+            for index, key in enumerate(req.keys):
+                self.check_deadline(context)
+                value = self.store.get(key, ns=ns, promote=not req.no_promote)
+                if value is None:
+                    yield {"index": index, "found": False}, memoryview(b"")
+                    continue
+                data, info = value_bytes(value)
+                yield {"index": index, "found": True, "size": len(data), "array": info}, data
+
+        yield from pack(pb.GetChunk, values())
 
     @_handler
     def delete(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
