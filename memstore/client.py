@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -19,7 +21,8 @@ import grpc.aio
 import numpy as np
 
 from memstore.errors import CapacityError, MemstoreError
-from memstore.record import value_to_raw
+from memstore.local import LocalArena, LocalUnavailable, writable_bytes
+from memstore.record import raw_to_value, value_to_raw
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK, Assembler, pack, parse_chunk, pieces
 
@@ -116,6 +119,25 @@ class _GetAssembler:
                 self.values[item.index] = bytes(value)
 
 
+def _namespace_request(name: str, durability: str, warm_codec: str, cold_codec: str) -> bytes:
+    if durability not in _DURABILITY:
+        raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
+    return pb.CreateNamespaceRequest(
+        name=name, durability=_DURABILITY[durability], warm_codec=warm_codec, cold_codec=cold_codec
+    ).SerializeToString()
+
+
+def _namespace_answer(raw: bytes) -> dict[str, str]:
+    ns = pb.CreateNamespaceResponse.FromString(raw).namespace
+    durability = "persistent" if ns.durability == pb.PERSISTENT else "cache"
+    return {
+        "name": ns.name,
+        "durability": durability,
+        "warm_codec": ns.warm_codec,
+        "cold_codec": ns.cold_codec,
+    }
+
+
 def _stats_dict(resp: pb.StatsResponse) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for t in resp.tiers:
@@ -142,10 +164,233 @@ def _backoff(attempt: int, base: float) -> float:
     return float(base * (2**attempt) * (0.5 + random.random()))
 
 
+# ---- the local path, shared by both clients ------------------------------------------------------
+
+LOCAL_MODES = ("auto", "always", "never")
+LOCAL_RETRIES = 3  # rounds of locate-and-copy before the leftovers are fetched over gRPC
+
+
+def _check_mode(local: str) -> str:
+    if local not in LOCAL_MODES:
+        raise ValueError(f"local is one of {LOCAL_MODES}, not {local!r}")
+    return local
+
+
+def _open_arena(raw: bytes) -> LocalArena:
+    resp = pb.OpenLocalResponse.FromString(raw)
+    return LocalArena(
+        resp.segment_path, resp.segment_size, server_boot_id=resp.boot_id, server_pid=resp.server_pid
+    )
+
+
+class LocationCache:
+    """Where keys were last found in the arena, so a repeated get needs no call at all.
+
+    A cached location is only a hint: the copy is accepted only if the slot still has the generation it
+    had when located (any free, reuse or overwrite of the slot changes it) and the bytes match their
+    checksum. Hits served from the cache are not seen by the server's eviction order.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.capacity = capacity
+        self._map: OrderedDict[tuple[str, bytes], pb.Location] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ns: str, key: bytes) -> pb.Location | None:
+        with self._lock:
+            return self._map.get((ns, key))
+
+    def put(self, ns: str, key: bytes, loc: pb.Location) -> None:
+        with self._lock:
+            self._map[(ns, key)] = loc
+            self._map.move_to_end((ns, key))
+            if len(self._map) > self.capacity:
+                self._map.popitem(last=False)
+
+    def drop(self, ns: str, key: bytes) -> None:
+        with self._lock:
+            self._map.pop((ns, key), None)
+
+
+class _LocalRead:
+    """One batched local read: cached locations first, then locate, copy, retry what moved, and list
+    what must come over gRPC."""
+
+    def __init__(
+        self,
+        arena: LocalArena,
+        keys: list[bytes],
+        outs: list[memoryview] | None,
+        stats: dict[str, int],
+        cache: LocationCache,
+        ns: str,
+    ):
+        self.arena, self.keys, self.outs, self.stats, self.cache, self.ns = (
+            arena,
+            keys,
+            outs,
+            stats,
+            cache,
+            ns,
+        )
+        self.values: list[Any] = [None] * len(keys)
+        self.pending: list[int] = []
+        self.remote: list[int] = []
+        for i, key in enumerate(keys):
+            loc = cache.get(ns, key)
+            if loc is None or not self._copy(i, loc):
+                self.pending.append(i)
+
+    def _copy(self, i: int, loc: pb.Location) -> bool:
+        out = self.outs[i] if self.outs is not None else None
+        got = self.arena.copy(loc.slot, loc.offset, loc.length, loc.generation, out)
+        if got is None:
+            self.cache.drop(self.ns, self.keys[i])
+            return False
+        meta, buf = got
+        self.stats["local_copies"] += 1
+        self.values[i] = meta.raw_len if out is not None else raw_to_value(buf, meta)
+        return True
+
+    def request(self) -> bytes:
+        return pb.GetRequest(namespace=self.ns, keys=[self.keys[i] for i in self.pending]).SerializeToString()
+
+    def absorb(self, raw: bytes) -> bool:
+        """Copy what the locations point at; True when nothing is left to retry."""
+        locs = pb.LocalGetResponse.FromString(raw).locations
+        if len(locs) != len(self.pending):
+            raise MemstoreError("the server answered a different number of locations")
+        retry = []
+        for i, loc in zip(self.pending, locs, strict=True):
+            if loc.status == pb.LOCAL_MISS:
+                continue
+            if loc.status == pb.LOCAL_REMOTE:
+                self.remote.append(i)
+                continue
+            if self._copy(i, loc):
+                self.cache.put(self.ns, self.keys[i], loc)
+            else:
+                retry.append(i)
+                self.stats["local_retries"] += 1
+        self.pending = retry
+        return not retry
+
+    def leftovers(self) -> list[int]:
+        self.stats["grpc_fallbacks"] += len(self.pending) + len(self.remote)
+        return sorted(self.remote + self.pending)
+
+
+def _copy_into(value: Any, out: memoryview) -> int:
+    data = value_bytes(value)
+    if len(out) < len(data):
+        raise ValueError(f"the buffer holds {len(out)} bytes, the value has {len(data)}")
+    out[: len(data)] = data
+    return len(data)
+
+
+def value_bytes(value: Any) -> memoryview:
+    raw, _, _ = value_to_raw(value)
+    return raw
+
+
+class _LocalWrite:
+    """One batched local put: reserve, write in place, commit; what got no room goes over gRPC."""
+
+    def __init__(self, items: list[tuple[bytes, Any]]):
+        self.items = items
+        self.raws = [value_to_raw(v) for _, v in items]
+
+    def begin_request(self, ns: str) -> bytes:
+        req = pb.LocalPutBeginRequest(namespace=ns)
+        for (key, _), (raw, dtype, shape) in zip(self.items, self.raws, strict=True):
+            item = req.items.add(key=key, size=len(raw))
+            if dtype is not None:
+                item.array.dtype = dtype
+                item.array.shape.extend(shape or ())
+        return req.SerializeToString()
+
+    def write(self, arena: LocalArena, raw_resp: bytes) -> tuple[bytes, list[tuple[bytes, Any]]]:
+        """Write the reserved values; returns the commit request and the items left for gRPC."""
+        reserved = pb.LocalPutBeginResponse.FromString(raw_resp).reserved
+        commit = pb.LocalPutCommitRequest()
+        rest = []
+        for item, (raw, _, _), r in zip(self.items, self.raws, reserved, strict=True):
+            if r.ok:
+                arena.write(r.offset, raw)
+                commit.commit.append(r.token)
+            else:
+                rest.append(item)
+        return commit.SerializeToString(), rest
+
+
+_METHODS = {  # RPC name -> (attribute, cardinality)
+    "CreateNamespace": ("_create_namespace", "unary_unary"),
+    "Put": ("_put", "stream_unary"),
+    "Get": ("_get", "unary_stream"),
+    "Delete": ("_delete", "unary_unary"),
+    "Exists": ("_exists", "unary_unary"),
+    "Stats": ("_stats", "unary_unary"),
+    "OpenLocal": ("_open_local", "unary_unary"),
+    "LocalGet": ("_local_get", "unary_unary"),
+    "LocalPutBegin": ("_local_put_begin", "unary_unary"),
+    "LocalPutCommit": ("_local_put_commit", "unary_unary"),
+}
+
+
+class _ClientBase:
+    """Settings and RPC handles shared by the blocking and the asyncio client."""
+
+    _channel: Any
+    # RPC handles, made from _METHODS in _setup
+    _create_namespace: Any
+    _put: Any
+    _get: Any
+    _delete: Any
+    _exists: Any
+    _stats: Any
+    _open_local: Any
+    _local_get: Any
+    _local_put_begin: Any
+    _local_put_commit: Any
+
+    def _setup(
+        self, channel: Any, target: str, timeout: float | None, retries: int, backoff: float, local: str
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.local_mode = _check_mode(local)
+        self.local_stats = {"local_copies": 0, "local_retries": 0, "grpc_fallbacks": 0}
+        self.locations = LocationCache()
+        self._arena: LocalArena | None = None
+        self._arena_checked = False
+        self._channel = channel
+        for rpc, (attr, kind) in _METHODS.items():
+            setattr(self, attr, getattr(channel, kind)(_SERVICE + rpc))
+
+    def _arena_answer(self, answer: bytes | RemoteError) -> LocalArena | None:
+        """Open the arena from an OpenLocal answer, or settle on gRPC (raising in "always" mode)."""
+        try:
+            if isinstance(answer, RemoteError):
+                raise answer
+            self._arena = _open_arena(answer)
+        except (LocalUnavailable, RemoteError) as exc:
+            if self.local_mode == "always":
+                raise LocalUnavailable(f"local mode was required: {exc}") from exc
+        self._arena_checked = True
+        return self._arena
+
+    def _close_arena(self) -> None:
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
+
+
 # ---- blocking client -----------------------------------------------------------------------------
 
 
-class Client:
+class Client(_ClientBase):
     """A blocking client; safe to share between threads."""
 
     def __init__(
@@ -156,19 +401,32 @@ class Client:
         retries: int = 3,
         backoff: float = 0.05,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        local: str = "auto",
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self._channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
-        ch = self._channel
-        self._create_namespace = ch.unary_unary(_SERVICE + "CreateNamespace")
-        self._put = ch.stream_unary(_SERVICE + "Put")
-        self._get = ch.unary_stream(_SERVICE + "Get")
-        self._delete = ch.unary_unary(_SERVICE + "Delete")
-        self._exists = ch.unary_unary(_SERVICE + "Exists")
-        self._stats = ch.unary_unary(_SERVICE + "Stats")
+        """``local``: "auto" copies through the server's shared-memory arena when it is on this host and
+        falls back to gRPC otherwise; "always" raises if the arena cannot be mapped; "never" uses gRPC only.
+        """
+        channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._setup(channel, target, timeout, retries, backoff, local)
+        self._arena_lock = threading.Lock()
+
+    @property
+    def local(self) -> bool:
+        """Whether data moves through the server's shared-memory arena (negotiated on first use)."""
+        return self._local_arena() is not None
+
+    def _local_arena(self) -> LocalArena | None:
+        if self.local_mode == "never":
+            return None
+        with self._arena_lock:
+            if self._arena_checked:
+                return self._arena
+            request = pb.OpenLocalRequest().SerializeToString()
+            try:
+                answer: bytes | RemoteError = self._call(lambda t: self._open_local(request, timeout=t), None)
+            except RemoteError as exc:
+                answer = exc
+            return self._arena_answer(answer)
 
     def _call(self, fn: Callable[[float | None], T], timeout: float | None) -> T:
         timeout = self.timeout if timeout is None else timeout
@@ -190,21 +448,8 @@ class Client:
         cold_codec: str = "",
         timeout: float | None = None,
     ) -> dict[str, str]:
-        if durability not in _DURABILITY:
-            raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
-        req = pb.CreateNamespaceRequest(
-            name=name, durability=_DURABILITY[durability], warm_codec=warm_codec, cold_codec=cold_codec
-        ).SerializeToString()
-        resp = pb.CreateNamespaceResponse.FromString(
-            self._call(lambda t: self._create_namespace(req, timeout=t), timeout)
-        )
-        ns = resp.namespace
-        return {
-            "name": ns.name,
-            "durability": "persistent" if ns.durability == pb.PERSISTENT else "cache",
-            "warm_codec": ns.warm_codec,
-            "cold_codec": ns.cold_codec,
-        }
+        req = _namespace_request(name, durability, warm_codec, cold_codec)
+        return _namespace_answer(self._call(lambda t: self._create_namespace(req, timeout=t), timeout))
 
     def put(self, key: bytes, value: Any, *, ns: str = "default", timeout: float | None = None) -> None:
         self.put_many([(key, value)], ns=ns, timeout=timeout)
@@ -217,8 +462,20 @@ class Client:
         timeout: float | None = None,
     ) -> int:
         batch = _items(items)
+        stored = 0
+        arena = self._local_arena() if batch else None
+        if arena is not None:
+            plan = _LocalWrite(batch)
+            begin = plan.begin_request(ns)
+            commit, batch = plan.write(
+                arena, self._call(lambda t: self._local_put_begin(begin, timeout=t), timeout)
+            )
+            self._call(lambda t: self._local_put_commit(commit, timeout=t), timeout)
+            stored = len(plan.items) - len(batch)  # what is left in batch had no room in the arena
+            if not batch:
+                return stored
         resp = self._call(lambda t: self._put(_put_messages(ns, batch), timeout=t), timeout)
-        return int(pb.PutResponse.FromString(resp).stored)
+        return stored + int(pb.PutResponse.FromString(resp).stored)
 
     def get(
         self, key: bytes, *, ns: str = "default", promote: bool = True, timeout: float | None = None
@@ -234,6 +491,51 @@ class Client:
         timeout: float | None = None,
     ) -> list[Any]:
         keys = list(keys)
+        arena = self._local_arena() if promote else None
+        if arena is None:
+            return self._grpc_get_many(keys, ns, promote, timeout)
+        return self._local_read(arena, keys, None, ns, timeout)
+
+    def get_into(
+        self, keys: Iterable[bytes], outs: Iterable[Any], *, ns: str = "default", timeout: float | None = None
+    ) -> list[int | None]:
+        """Copy values straight into caller buffers (bytearray, numpy arrays, CPU torch tensors).
+
+        Returns each value's size in bytes, or None for a miss. A buffer smaller than its value raises.
+        """
+        keys = list(keys)
+        views = [writable_bytes(o) for o in outs]
+        if len(views) != len(keys):
+            raise ValueError("get_into needs one output buffer per key")
+        arena = self._local_arena()
+        if arena is not None:
+            return self._local_read(arena, keys, views, ns, timeout)
+        values = self._grpc_get_many(keys, ns, True, timeout)
+        return [None if v is None else _copy_into(v, out) for v, out in zip(values, views, strict=True)]
+
+    def _local_read(
+        self,
+        arena: LocalArena,
+        keys: list[bytes],
+        outs: list[memoryview] | None,
+        ns: str,
+        timeout: float | None,
+    ) -> list[Any]:
+        read = _LocalRead(arena, keys, outs, self.local_stats, self.locations, ns)
+        for _ in range(LOCAL_RETRIES):
+            if not read.pending:
+                break
+            req = read.request()
+            if read.absorb(self._call(lambda t: self._local_get(req, timeout=t), timeout)):  # noqa: B023
+                break
+        rest = read.leftovers()
+        if rest:
+            fetched = self._grpc_get_many([keys[i] for i in rest], ns, True, timeout)
+            for i, v in zip(rest, fetched, strict=True):
+                read.values[i] = v if outs is None or v is None else _copy_into(v, outs[i])
+        return read.values
+
+    def _grpc_get_many(self, keys: list[bytes], ns: str, promote: bool, timeout: float | None) -> list[Any]:
         req = pb.GetRequest(namespace=ns, keys=keys, no_promote=not promote).SerializeToString()
 
         def call(t: float | None) -> list[Any]:
@@ -273,6 +575,7 @@ class Client:
         )
 
     def close(self) -> None:
+        self._close_arena()
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -285,8 +588,11 @@ class Client:
 # ---- asyncio client ------------------------------------------------------------------------------
 
 
-class AsyncClient:
-    """The same operations for asyncio; create and use it inside a running event loop."""
+class AsyncClient(_ClientBase):
+    """The same operations for asyncio; create and use it inside a running event loop.
+
+    Local-path copies run inline (they take microseconds to a few milliseconds); only calls await.
+    """
 
     def __init__(
         self,
@@ -296,19 +602,11 @@ class AsyncClient:
         retries: int = 3,
         backoff: float = 0.05,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        local: str = "auto",
     ) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
-        ch = self._channel
-        self._create_namespace = ch.unary_unary(_SERVICE + "CreateNamespace")
-        self._put = ch.stream_unary(_SERVICE + "Put")
-        self._get = ch.unary_stream(_SERVICE + "Get")
-        self._delete = ch.unary_unary(_SERVICE + "Delete")
-        self._exists = ch.unary_unary(_SERVICE + "Exists")
-        self._stats = ch.unary_unary(_SERVICE + "Stats")
+        channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
+        self._setup(channel, target, timeout, retries, backoff, local)
+        self._arena_lock = asyncio.Lock()
 
     async def _call(self, fn: Callable[[float | None], Any], timeout: float | None) -> Any:
         timeout = self.timeout if timeout is None else timeout
@@ -321,6 +619,25 @@ class AsyncClient:
                 await asyncio.sleep(_backoff(attempt, self.backoff))
         raise AssertionError("unreachable")
 
+    async def local(self) -> bool:
+        """Whether data moves through the server's shared-memory arena (negotiated on first use)."""
+        return await self._local_arena() is not None
+
+    async def _local_arena(self) -> LocalArena | None:
+        if self.local_mode == "never":
+            return None
+        async with self._arena_lock:
+            if self._arena_checked:
+                return self._arena
+            request = pb.OpenLocalRequest().SerializeToString()
+            try:
+                answer: bytes | RemoteError = await self._call(
+                    lambda t: self._open_local(request, timeout=t), None
+                )
+            except RemoteError as exc:
+                answer = exc
+            return self._arena_answer(answer)
+
     async def create_namespace(
         self,
         name: str,
@@ -330,19 +647,8 @@ class AsyncClient:
         cold_codec: str = "",
         timeout: float | None = None,
     ) -> dict[str, str]:
-        if durability not in _DURABILITY:
-            raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
-        req = pb.CreateNamespaceRequest(
-            name=name, durability=_DURABILITY[durability], warm_codec=warm_codec, cold_codec=cold_codec
-        ).SerializeToString()
-        raw = await self._call(lambda t: self._create_namespace(req, timeout=t), timeout)
-        ns = pb.CreateNamespaceResponse.FromString(raw).namespace
-        return {
-            "name": ns.name,
-            "durability": "persistent" if ns.durability == pb.PERSISTENT else "cache",
-            "warm_codec": ns.warm_codec,
-            "cold_codec": ns.cold_codec,
-        }
+        req = _namespace_request(name, durability, warm_codec, cold_codec)
+        return _namespace_answer(await self._call(lambda t: self._create_namespace(req, timeout=t), timeout))
 
     async def put(self, key: bytes, value: Any, *, ns: str = "default", timeout: float | None = None) -> None:
         await self.put_many([(key, value)], ns=ns, timeout=timeout)
@@ -355,13 +661,24 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> int:
         batch = _items(items)
+        stored = 0
+        arena = await self._local_arena() if batch else None
+        if arena is not None:
+            plan = _LocalWrite(batch)
+            begin = plan.begin_request(ns)
+            answer = await self._call(lambda t: self._local_put_begin(begin, timeout=t), timeout)
+            commit, batch = plan.write(arena, answer)
+            await self._call(lambda t: self._local_put_commit(commit, timeout=t), timeout)
+            stored = len(plan.items) - len(batch)
+            if not batch:
+                return stored
 
         async def messages() -> AsyncIterator[bytes]:
             for m in _put_messages(ns, batch):
                 yield m
 
         raw = await self._call(lambda t: self._put(messages(), timeout=t), timeout)
-        return int(pb.PutResponse.FromString(raw).stored)
+        return stored + int(pb.PutResponse.FromString(raw).stored)
 
     async def get(
         self, key: bytes, *, ns: str = "default", promote: bool = True, timeout: float | None = None
@@ -377,6 +694,50 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> list[Any]:
         keys = list(keys)
+        arena = await self._local_arena() if promote else None
+        if arena is None:
+            return await self._grpc_get_many(keys, ns, promote, timeout)
+        return await self._local_read(arena, keys, None, ns, timeout)
+
+    async def get_into(
+        self, keys: Iterable[bytes], outs: Iterable[Any], *, ns: str = "default", timeout: float | None = None
+    ) -> list[int | None]:
+        """Copy values straight into caller buffers; see ``Client.get_into``."""
+        keys = list(keys)
+        views = [writable_bytes(o) for o in outs]
+        if len(views) != len(keys):
+            raise ValueError("get_into needs one output buffer per key")
+        arena = await self._local_arena()
+        if arena is not None:
+            return await self._local_read(arena, keys, views, ns, timeout)
+        values = await self._grpc_get_many(keys, ns, True, timeout)
+        return [None if v is None else _copy_into(v, out) for v, out in zip(values, views, strict=True)]
+
+    async def _local_read(
+        self,
+        arena: LocalArena,
+        keys: list[bytes],
+        outs: list[memoryview] | None,
+        ns: str,
+        timeout: float | None,
+    ) -> list[Any]:
+        read = _LocalRead(arena, keys, outs, self.local_stats, self.locations, ns)
+        for _ in range(LOCAL_RETRIES):
+            if not read.pending:
+                break
+            req = read.request()
+            if read.absorb(await self._call(lambda t: self._local_get(req, timeout=t), timeout)):  # noqa: B023
+                break
+        rest = read.leftovers()
+        if rest:
+            fetched = await self._grpc_get_many([keys[i] for i in rest], ns, True, timeout)
+            for i, v in zip(rest, fetched, strict=True):
+                read.values[i] = v if outs is None or v is None else _copy_into(v, outs[i])
+        return read.values
+
+    async def _grpc_get_many(
+        self, keys: list[bytes], ns: str, promote: bool, timeout: float | None
+    ) -> list[Any]:
         req = pb.GetRequest(namespace=ns, keys=keys, no_promote=not promote).SerializeToString()
 
         async def call(t: float | None) -> list[Any]:
@@ -413,6 +774,7 @@ class AsyncClient:
         return _stats_dict(pb.StatsResponse.FromString(raw))
 
     async def close(self) -> None:
+        self._close_arena()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:

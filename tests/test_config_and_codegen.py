@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from memstore_server.config import SETTINGS, load_config, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from memstore_server import create_server
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore.v1 import memstore_pb2 as pb
+from memstore_server import create_server
 from tests.conftest import MiB
 
 METHODS = ["CreateNamespace", "Put", "Get", "Delete", "Exists", "Stats"]
@@ -37,9 +37,11 @@ def server(tmp_path_factory):  # type: ignore[no-untyped-def]
     store.close()
 
 
-@pytest.fixture(params=["tcp", "unix"])
+@pytest.fixture(params=[("tcp", "never"), ("unix", "never"), ("tcp", "always")], ids=lambda p: "-".join(p))
 def client(request, server):  # type: ignore[no-untyped-def]
-    with Client(server[request.param], timeout=60) as c:
+    """gRPC over TCP and a unix socket, and the shared-memory local path."""
+    transport, local = request.param
+    with Client(server[transport], timeout=60, local=local) as c:
         yield c
 
 
@@ -194,15 +196,20 @@ def test_health_and_reflection(server) -> None:  # type: ignore[no-untyped-def]
         assert "memstore.v1.Store" in names and "grpc.health.v1.Health" in names
 
 
-def test_async_client(server, seed) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("local", ["never", "always"])
+def test_async_client(server, seed, local) -> None:  # type: ignore[no-untyped-def]
     value = np.random.default_rng(seed).standard_normal((2, 700_000)).astype(np.float32)
 
     async def main() -> None:
-        async with AsyncClient(server["unix"]) as c:
+        async with AsyncClient(server["unix"], local=local) as c:
+            assert await c.local() == (local == "always")
             await c.put(b"async", value)
             got = await c.get(b"async")
             assert np.array_equal(got, value) and got.dtype == value.dtype
             assert await c.get_many([b"async-miss"]) == [None]
+            out = np.empty_like(value)
+            assert await c.get_into([b"async"], [out]) == [value.nbytes]
+            assert np.array_equal(out, value)
             assert await c.contains(b"async")
             assert await c.delete(b"async")
             assert (await c.stats())["cold"]["capacity_bytes"] > 0

@@ -12,9 +12,18 @@ class Durability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DURABILITY_UNSPECIFIED: _ClassVar[Durability]
     CACHE: _ClassVar[Durability]
     PERSISTENT: _ClassVar[Durability]
+
+class LocalStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOCAL_MISS: _ClassVar[LocalStatus]
+    LOCAL_FOUND: _ClassVar[LocalStatus]
+    LOCAL_REMOTE: _ClassVar[LocalStatus]
 DURABILITY_UNSPECIFIED: Durability
 CACHE: Durability
 PERSISTENT: Durability
+LOCAL_MISS: LocalStatus
+LOCAL_FOUND: LocalStatus
+LOCAL_REMOTE: LocalStatus
 
 class CreateNamespaceRequest(_message.Message):
     __slots__ = ("name", "durability", "warm_codec", "cold_codec")
@@ -171,3 +180,85 @@ class StatsResponse(_message.Message):
     policy: str
     hot_segment: str
     def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., namespaces: _Optional[int] = ..., pinned: _Optional[int] = ..., policy: _Optional[str] = ..., hot_segment: _Optional[str] = ...) -> None: ...
+
+class OpenLocalRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenLocalResponse(_message.Message):
+    __slots__ = ("segment_path", "segment_size", "boot_id", "layout_version", "server_pid")
+    SEGMENT_PATH_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVER_PID_FIELD_NUMBER: _ClassVar[int]
+    segment_path: str
+    segment_size: int
+    boot_id: str
+    layout_version: int
+    server_pid: int
+    def __init__(self, segment_path: _Optional[str] = ..., segment_size: _Optional[int] = ..., boot_id: _Optional[str] = ..., layout_version: _Optional[int] = ..., server_pid: _Optional[int] = ...) -> None: ...
+
+class Location(_message.Message):
+    __slots__ = ("status", "slot", "offset", "length", "header_len", "generation")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HEADER_LEN_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    status: LocalStatus
+    slot: int
+    offset: int
+    length: int
+    header_len: int
+    generation: int
+    def __init__(self, status: _Optional[_Union[LocalStatus, str]] = ..., slot: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., header_len: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class LocalGetResponse(_message.Message):
+    __slots__ = ("locations",)
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    locations: _containers.RepeatedCompositeFieldContainer[Location]
+    def __init__(self, locations: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
+
+class LocalPutBeginRequest(_message.Message):
+    __slots__ = ("namespace", "items", "lease_ms")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    items: _containers.RepeatedCompositeFieldContainer[PutItem]
+    lease_ms: int
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PutItem, _Mapping]]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class Reserved(_message.Message):
+    __slots__ = ("ok", "token", "offset", "slot")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    token: int
+    offset: int
+    slot: int
+    def __init__(self, ok: _Optional[bool] = ..., token: _Optional[int] = ..., offset: _Optional[int] = ..., slot: _Optional[int] = ...) -> None: ...
+
+class LocalPutBeginResponse(_message.Message):
+    __slots__ = ("reserved",)
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    reserved: _containers.RepeatedCompositeFieldContainer[Reserved]
+    def __init__(self, reserved: _Optional[_Iterable[_Union[Reserved, _Mapping]]] = ...) -> None: ...
+
+class LocalPutCommitRequest(_message.Message):
+    __slots__ = ("commit", "abort")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    commit: _containers.RepeatedScalarFieldContainer[int]
+    abort: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, commit: _Optional[_Iterable[int]] = ..., abort: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LocalPutCommitResponse(_message.Message):
+    __slots__ = ("committed",)
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    committed: int
+    def __init__(self, committed: _Optional[int] = ...) -> None: ...

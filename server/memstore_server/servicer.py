@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,8 +22,11 @@ from google.protobuf.message import DecodeError, Message
 
 from memstore import TieredStore
 from memstore.errors import InvalidValueError
+from memstore.hot import ARENA_VERSION
+from memstore.local import boot_id
+from memstore.store import HotLocation
 from memstore.v1 import memstore_pb2 as pb
-from memstore.wire import Assembler, pack, parse_chunk, pieces
+from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
 from memstore_server.errors import Abort, status_for
 
 log = logging.getLogger("memstore.server")
@@ -234,6 +238,71 @@ class StoreService:
             hot_segment=st["hot_segment"],
         ).SerializeToString()
 
+    # ---- the local path ---------------------------------------------------------------------------
+
+    @_handler
+    def open_local(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        _parse(pb.OpenLocalRequest, raw)
+        path, size = self.store.hot_segment()
+        return pb.OpenLocalResponse(
+            segment_path=path,
+            segment_size=size,
+            boot_id=boot_id(),
+            layout_version=ARENA_VERSION,
+            server_pid=os.getpid(),
+        ).SerializeToString()
+
+    @_handler
+    def local_get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.GetRequest, raw)
+        out = pb.LocalGetResponse()
+        for loc in self.store.locate_many(req.keys, ns=_ns(req.namespace)):
+            if loc is None:
+                out.locations.add(status=pb.LOCAL_MISS)
+            elif isinstance(loc, HotLocation):
+                out.locations.add(
+                    status=pb.LOCAL_FOUND,
+                    slot=loc.slot,
+                    offset=loc.offset,
+                    length=loc.length,
+                    header_len=loc.header_len,
+                    generation=loc.generation,
+                )
+            else:
+                out.locations.add(status=pb.LOCAL_REMOTE)
+        return out.SerializeToString()
+
+    @_handler
+    def local_put_begin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.LocalPutBeginRequest, raw)
+        lease = req.lease_ms / 1000 if req.lease_ms else 30.0
+        out = pb.LocalPutBeginResponse()
+        for item in req.items:
+            if item.size > self.max_value_bytes:
+                raise ValueTooLarge(f"a value of {item.size} bytes exceeds the largest tier")
+            dtype = shape = None
+            if item.HasField("array"):
+                if not _DTYPE.match(item.array.dtype):
+                    raise InvalidValueError(f"dtype {item.array.dtype!r} is not a plain numpy dtype string")
+                dtype, shape = item.array.dtype, tuple(item.array.shape)
+            r = self.store.reserve_put(
+                item.key, item.size, ns=_ns(req.namespace), dtype=dtype, shape=shape, lease=lease
+            )
+            if r is None:
+                out.reserved.add(ok=False)
+            else:
+                out.reserved.add(ok=True, token=r.token, offset=r.payload_offset, slot=r.slot)
+        return out.SerializeToString()
+
+    @_handler
+    def local_put_commit(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.LocalPutCommitRequest, raw)
+        for token in req.abort:
+            self.store.abort_put(token)
+        for token in req.commit:
+            self.store.commit_put(token)
+        return pb.LocalPutCommitResponse(committed=len(req.commit)).SerializeToString()
+
     def generic_handler(self) -> grpc.GenericRpcHandler:
         h = grpc
         return h.method_handlers_generic_handler(
@@ -245,5 +314,9 @@ class StoreService:
                 "Delete": h.unary_unary_rpc_method_handler(self.delete),
                 "Exists": h.unary_unary_rpc_method_handler(self.exists),
                 "Stats": h.unary_unary_rpc_method_handler(self.stats),
+                "OpenLocal": h.unary_unary_rpc_method_handler(self.open_local),
+                "LocalGet": h.unary_unary_rpc_method_handler(self.local_get),
+                "LocalPutBegin": h.unary_unary_rpc_method_handler(self.local_put_begin),
+                "LocalPutCommit": h.unary_unary_rpc_method_handler(self.local_put_commit),
             },
         )
