@@ -15,11 +15,16 @@ def main(argv: list[str] | None = None) -> None:
     benches = [
         ("tiers", "put/get GB/s per tier next to memcpy and py-lmdb"),
         ("service", "the gRPC service next to Redis: GB/s, ops/s, batched small lookups"),
+        ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--quick", action="store_true", help="smaller data, fewer rounds (under a minute)")
         p.add_argument("--json", help="where to write the JSON result (default bench/results/NAME.json)")
+        if name == "transport":
+            p.add_argument(
+                "--no-redis", action="store_true", help="skip the Redis peer (machines without it)"
+            )
     args = parser.parse_args(argv)
     import importlib
 

@@ -96,6 +96,17 @@ class LocalArena:
             return None
         return meta, dst
 
+    def check(self, slot: int, offset: int, length: int, generation: int) -> RecordMeta | None:
+        """Verify a record in place (after a copy that read it directly): generation and checksum."""
+        if slot >= self.slot_count or offset + length > len(self.view) or self.generation(slot) != generation:
+            return None
+        try:
+            meta, payload, seed, digest = split_record(self.view[offset : offset + length])
+            verify_payload(payload, seed, digest)
+        except CorruptRecordError:
+            return None
+        return meta if self.generation(slot) == generation else None
+
     def write(self, offset: int, data: memoryview) -> None:
         self.view[offset : offset + len(data)] = data
 

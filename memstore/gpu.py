@@ -1,0 +1,123 @@
+"""Restoring batches of values straight into torch tensors, on the CPU or a CUDA device.
+
+With the local path and CUDA, the server's arena is registered as pinned host memory
+(``cudaHostRegister`` through ``torch.cuda.cudart()``), so host-to-device copies read the store's own
+memory at full speed: each value is copied once, from the arena into the caller's GPU tensor. Bytes
+are accepted only if, after the copies finished, the slot generations are unchanged and the arena
+bytes match their checksums; anything else is fetched again through a host buffer.
+
+torch is imported lazily: the rest of memstore works without it, and so does this module's CPU path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from memstore.client import Client
+from memstore.local import LocalArena
+from memstore.v1 import memstore_pb2 as pb
+
+if TYPE_CHECKING:
+    import torch
+
+_registered: dict[int, int] = {}  # id(arena) -> registered base address
+
+
+def register_pinned(arena: LocalArena) -> bool:
+    """Register the arena mapping with CUDA as pinned host memory; False where that is not possible."""
+    import ctypes
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    if id(arena) in _registered:
+        return True
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(arena.mm))
+    err = torch.cuda.cudart().cudaHostRegister(addr, len(arena.mm), 0)
+    if int(err) != 0:
+        return False
+    _registered[id(arena)] = addr
+    return True
+
+
+def _byte_view(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if not t.is_contiguous():
+        raise ValueError("destination tensors must be contiguous")
+    return t.view(-1).view(torch.uint8)
+
+
+def load_into_tensors(
+    client: Client,
+    keys: list[bytes],
+    tensors: list[torch.Tensor],
+    *,
+    ns: str = "default",
+    pinned: bool = True,
+) -> list[int | None]:
+    """Copy each key's value into the matching tensor (its bytes, whatever the tensor's dtype).
+
+    Returns the bytes written per key, or None for a miss. CPU tensors are filled through
+    ``Client.get_into``; CUDA tensors straight from the arena when the client is local.
+    """
+    if len(keys) != len(tensors):
+        raise ValueError("one tensor per key")
+    if not any(t.is_cuda for t in tensors):
+        return client.get_into(keys, tensors, ns=ns)
+    import torch
+
+    arena = client._local_arena()
+    if arena is None:
+        return _through_host(client, keys, tensors, ns)
+    if pinned:
+        register_pinned(arena)
+    req = pb.GetRequest(namespace=ns, keys=keys).SerializeToString()
+    locs = pb.LocalGetResponse.FromString(
+        client._call(lambda t: client._local_get(req, timeout=t), None)
+    ).locations
+    src = torch.frombuffer(arena.mm, dtype=torch.uint8)
+    sizes: list[int | None] = [None] * len(keys)
+    copied: list[tuple[int, Any]] = []
+    redo: list[int] = []
+    for i, loc in enumerate(locs):
+        if loc.status == pb.LOCAL_MISS:
+            continue
+        if loc.status != pb.LOCAL_FOUND or arena.generation(loc.slot) != loc.generation:
+            redo.append(i)
+            continue
+        start = loc.offset + loc.header_len
+        n = loc.length - loc.header_len
+        dst = _byte_view(tensors[i])
+        if dst.numel() < n:
+            raise ValueError(f"tensor {i} holds {dst.numel()} bytes, the value has {n}")
+        dst[:n].copy_(src[start : start + n], non_blocking=True)
+        copied.append((i, loc))
+    torch.cuda.synchronize()
+    for i, loc in copied:
+        meta = arena.check(loc.slot, loc.offset, loc.length, loc.generation)
+        if meta is None:
+            redo.append(i)
+        else:
+            sizes[i] = meta.raw_len
+    if redo:
+        again = _through_host(client, [keys[i] for i in redo], [tensors[i] for i in redo], ns)
+        for i, got in zip(redo, again, strict=True):
+            sizes[i] = got
+    return sizes
+
+
+def _through_host(
+    client: Client, keys: list[bytes], tensors: list[torch.Tensor], ns: str
+) -> list[int | None]:
+    """Fetch into pinned host buffers, then copy to the devices."""
+    import torch
+
+    staging = [torch.empty(_byte_view(t).numel(), dtype=torch.uint8, pin_memory=True) for t in tensors]
+    sizes = client.get_into(keys, [s.numpy() for s in staging], ns=ns)
+    for t, s, n in zip(tensors, staging, sizes, strict=True):
+        if n is not None:
+            _byte_view(t)[:n].copy_(s[:n], non_blocking=True)
+    torch.cuda.synchronize()
+    return sizes
