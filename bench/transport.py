@@ -41,7 +41,7 @@ def _rate(fn: Callable[[], int], seconds: float, repeat: int) -> float:
 def _cuda_rows(target: str, seconds: float, repeat: int) -> list[dict[str, Any]]:
     import torch
 
-    from memstore.gpu import load_into_tensors
+    from memstore.gpu import load_into_tensors, register_pinned
 
     rows = []
     rng = np.random.default_rng(1)
@@ -75,7 +75,9 @@ def _cuda_rows(target: str, seconds: float, repeat: int) -> list[dict[str, Any]]
 
             label = f"{count}x{human_size(size)}"
             base = _rate(pinned_copy, seconds, repeat)
-            plain = _rate(unregistered, seconds, repeat)  # measured before registration changes the mapping
+            plain = _rate(unregistered, seconds, repeat)  # before the arena is registered
+            arena = c._local_arena()
+            assert arena is not None and register_pinned(arena), "cudaHostRegister of the arena failed"
             reg = _rate(registered, seconds, repeat)
             expect = np.frombuffer(block.tobytes(), dtype=np.int16)
             assert np.array_equal(outs[-1].cpu().numpy(), expect)

@@ -11,6 +11,8 @@ torch is imported lazily: the rest of memstore works without it, and so does thi
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from memstore.client import Client
@@ -20,7 +22,16 @@ from memstore.v1 import memstore_pb2 as pb
 if TYPE_CHECKING:
     import torch
 
-_registered: dict[int, int] = {}  # id(arena) -> registered base address
+_pool: ThreadPoolExecutor | None = None
+
+
+def _verifier() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(
+            max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="memstore-verify"
+        )
+    return _pool
 
 
 def register_pinned(arena: LocalArena) -> bool:
@@ -31,13 +42,14 @@ def register_pinned(arena: LocalArena) -> bool:
 
     if not torch.cuda.is_available():
         return False
-    if id(arena) in _registered:
+    if arena.pinned:
         return True
     addr = ctypes.addressof(ctypes.c_char.from_buffer(arena.mm))
-    err = torch.cuda.cudart().cudaHostRegister(addr, len(arena.mm), 0)
-    if int(err) != 0:
+    cudart = torch.cuda.cudart()
+    if int(cudart.cudaHostRegister(addr, len(arena.mm), 0)) != 0:
         return False
-    _registered[id(arena)] = addr
+    arena.pinned = True
+    arena.on_close.append(lambda: cudart.cudaHostUnregister(addr))
     return True
 
 
@@ -94,10 +106,16 @@ def load_into_tensors(
             raise ValueError(f"tensor {i} holds {dst.numel()} bytes, the value has {n}")
         dst[:n].copy_(src[start : start + n], non_blocking=True)
         copied.append((i, loc))
-    torch.cuda.synchronize()
-    for i, loc in copied:
-        meta = arena.check(loc.slot, loc.offset, loc.length, loc.generation)
-        if meta is None:
+    # Checksums run on host threads while the copies are in flight (xxhash releases the GIL); the
+    # generation check after the copies finished is what ties both to the same, unchanged bytes.
+    checks = list(
+        _verifier().map(
+            lambda il: arena.check(il[1].slot, il[1].offset, il[1].length, il[1].generation), copied
+        )
+    )
+    torch.cuda.current_stream().synchronize()
+    for (i, loc), meta in zip(copied, checks, strict=True):
+        if meta is None or arena.generation(loc.slot) != loc.generation:
             redo.append(i)
         else:
             sizes[i] = meta.raw_len

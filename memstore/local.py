@@ -60,6 +60,8 @@ class LocalArena:
         self.path = path
         # Test seam: called with the slot between the first generation check and the copy.
         self.before_copy: Callable[[int], None] | None = None
+        self.pinned = False  # registered with CUDA as pinned host memory (memstore.gpu)
+        self.on_close: list[Callable[[], object]] = []
 
     def generation(self, slot: int) -> int:
         return int(_GEN.unpack_from(self.mm, self.slot_table + slot * SLOT_SIZE)[0])
@@ -111,6 +113,8 @@ class LocalArena:
         self.view[offset : offset + len(data)] = data
 
     def close(self) -> None:
+        for fn in self.on_close:
+            fn()
         self.view.release()
         self.mm.close()
 
