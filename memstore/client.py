@@ -119,12 +119,30 @@ class _GetAssembler:
                 self.values[item.index] = bytes(value)
 
 
-def _namespace_request(name: str, durability: str, warm_codec: str, cold_codec: str) -> bytes:
+def _namespace_request(
+    name: str,
+    durability: str,
+    warm_codec: str,
+    cold_codec: str,
+    value_dtype: str | None,
+    value_shape: Iterable[int] | None,
+) -> bytes:
     if durability not in _DURABILITY:
         raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
-    return pb.CreateNamespaceRequest(
+    req = pb.CreateNamespaceRequest(
         name=name, durability=_DURABILITY[durability], warm_codec=warm_codec, cold_codec=cold_codec
-    ).SerializeToString()
+    )
+    if value_dtype is not None:
+        req.value_layout.dtype = value_dtype
+        req.value_layout.shape.extend(value_shape or ())
+    return req.SerializeToString()
+
+
+_TIER_NAMES = {pb.TIER_NONE: None, pb.HOT: "hot", pb.WARM: "warm", pb.COLD: "cold"}
+
+
+def _keys_request(keys: Iterable[bytes], ns: str) -> bytes:
+    return pb.KeysRequest(namespace=ns, keys=list(keys)).SerializeToString()
 
 
 def _namespace_answer(raw: bytes) -> dict[str, str]:
@@ -330,6 +348,10 @@ _METHODS = {  # RPC name -> (attribute, cardinality)
     "Delete": ("_delete", "unary_unary"),
     "Exists": ("_exists", "unary_unary"),
     "Stats": ("_stats", "unary_unary"),
+    "Lookup": ("_lookup", "unary_unary"),
+    "Prefetch": ("_prefetch", "unary_unary"),
+    "Pin": ("_pin", "unary_unary"),
+    "DeleteNamespace": ("_delete_namespace", "unary_unary"),
     "OpenLocal": ("_open_local", "unary_unary"),
     "LocalGet": ("_local_get", "unary_unary"),
     "LocalPutBegin": ("_local_put_begin", "unary_unary"),
@@ -348,6 +370,10 @@ class _ClientBase:
     _delete: Any
     _exists: Any
     _stats: Any
+    _lookup: Any
+    _prefetch: Any
+    _pin: Any
+    _delete_namespace: Any
     _open_local: Any
     _local_get: Any
     _local_put_begin: Any
@@ -446,9 +472,13 @@ class Client(_ClientBase):
         durability: str = "cache",
         warm_codec: str = "",
         cold_codec: str = "",
+        value_dtype: str | None = None,
+        value_shape: Iterable[int] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, str]:
-        req = _namespace_request(name, durability, warm_codec, cold_codec)
+    ) -> dict[str, Any]:
+        """Create a namespace (or confirm an identical one). ``value_dtype``/``value_shape`` make every
+        value an array of exactly that layout (KV-cache namespaces)."""
+        req = _namespace_request(name, durability, warm_codec, cold_codec, value_dtype, value_shape)
         return _namespace_answer(self._call(lambda t: self._create_namespace(req, timeout=t), timeout))
 
     def put(self, key: bytes, value: Any, *, ns: str = "default", timeout: float | None = None) -> None:
@@ -568,6 +598,41 @@ class Client(_ClientBase):
             pb.ExistsResponse.FromString(self._call(lambda t: self._exists(req, timeout=t), timeout)).exists
         )
 
+    def tiers(
+        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+    ) -> list[str | None]:
+        """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read."""
+        req = _keys_request(keys, ns)
+        raw = self._call(lambda t: self._lookup(req, timeout=t), timeout)
+        return [_TIER_NAMES[t] for t in pb.LookupResponse.FromString(raw).tiers]
+
+    def prefetch(self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None) -> int:
+        """Promote keys toward the hot tier ahead of a get; returns how many are in hot afterwards."""
+        req = _keys_request(keys, ns)
+        return int(
+            pb.PrefetchResponse.FromString(
+                self._call(lambda t: self._prefetch(req, timeout=t), timeout)
+            ).in_hot
+        )
+
+    def pin(
+        self, keys: Iterable[bytes], *, ns: str = "default", unpin: bool = False, timeout: float | None = None
+    ) -> list[bool]:
+        req = pb.PinRequest(namespace=ns, keys=list(keys), unpin=unpin).SerializeToString()
+        return list(
+            pb.PinResponse.FromString(self._call(lambda t: self._pin(req, timeout=t), timeout)).changed
+        )
+
+    def unpin(
+        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+    ) -> list[bool]:
+        return self.pin(keys, ns=ns, unpin=True, timeout=timeout)
+
+    def delete_namespace(self, name: str, *, timeout: float | None = None) -> int:
+        req = pb.DeleteNamespaceRequest(name=name).SerializeToString()
+        raw = self._call(lambda t: self._delete_namespace(req, timeout=t), timeout)
+        return int(pb.DeleteNamespaceResponse.FromString(raw).removed)
+
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         req = pb.StatsRequest().SerializeToString()
         return _stats_dict(
@@ -645,9 +710,13 @@ class AsyncClient(_ClientBase):
         durability: str = "cache",
         warm_codec: str = "",
         cold_codec: str = "",
+        value_dtype: str | None = None,
+        value_shape: Iterable[int] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, str]:
-        req = _namespace_request(name, durability, warm_codec, cold_codec)
+    ) -> dict[str, Any]:
+        """Create a namespace (or confirm an identical one). ``value_dtype``/``value_shape`` make every
+        value an array of exactly that layout (KV-cache namespaces)."""
+        req = _namespace_request(name, durability, warm_codec, cold_codec, value_dtype, value_shape)
         return _namespace_answer(await self._call(lambda t: self._create_namespace(req, timeout=t), timeout))
 
     async def put(self, key: bytes, value: Any, *, ns: str = "default", timeout: float | None = None) -> None:
@@ -767,6 +836,38 @@ class AsyncClient(_ClientBase):
         req = pb.KeysRequest(namespace=ns, keys=list(keys)).SerializeToString()
         raw = await self._call(lambda t: self._exists(req, timeout=t), timeout)
         return list(pb.ExistsResponse.FromString(raw).exists)
+
+    async def tiers(
+        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+    ) -> list[str | None]:
+        req = _keys_request(keys, ns)
+        raw = await self._call(lambda t: self._lookup(req, timeout=t), timeout)
+        return [_TIER_NAMES[t] for t in pb.LookupResponse.FromString(raw).tiers]
+
+    async def prefetch(
+        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+    ) -> int:
+        req = _keys_request(keys, ns)
+        raw = await self._call(lambda t: self._prefetch(req, timeout=t), timeout)
+        return int(pb.PrefetchResponse.FromString(raw).in_hot)
+
+    async def pin(
+        self, keys: Iterable[bytes], *, ns: str = "default", unpin: bool = False, timeout: float | None = None
+    ) -> list[bool]:
+        req = pb.PinRequest(namespace=ns, keys=list(keys), unpin=unpin).SerializeToString()
+        return list(
+            pb.PinResponse.FromString(await self._call(lambda t: self._pin(req, timeout=t), timeout)).changed
+        )
+
+    async def unpin(
+        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+    ) -> list[bool]:
+        return await self.pin(keys, ns=ns, unpin=True, timeout=timeout)
+
+    async def delete_namespace(self, name: str, *, timeout: float | None = None) -> int:
+        req = pb.DeleteNamespaceRequest(name=name).SerializeToString()
+        raw = await self._call(lambda t: self._delete_namespace(req, timeout=t), timeout)
+        return int(pb.DeleteNamespaceResponse.FromString(raw).removed)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         req = pb.StatsRequest().SerializeToString()

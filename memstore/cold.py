@@ -137,6 +137,9 @@ class ColdTier:
     def put_meta(self, key: bytes, value: bytes) -> None:
         self._submit(_Op(self.meta, key, value, True)).result()
 
+    def submit_meta_delete(self, key: bytes) -> Future[bool]:
+        return self._submit(_Op(self.meta, key, None, True))
+
     def _submit(self, op: _Op) -> Future[bool]:
         size = len(op.value) if op.value is not None else 0
         with self._cond:

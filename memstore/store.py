@@ -78,6 +78,9 @@ class Namespace:
     durability: Durability = "cache"
     warm_codec: str = str(settings.DEFAULTS["warm_codec"])
     cold_codec: str = str(settings.DEFAULTS["cold_codec"])
+    # A schema every value must follow (KV namespaces: one block's dtype and shape); None allows any.
+    value_dtype: str | None = None
+    value_shape: tuple[int, ...] | None = None
 
     @property
     def prefix(self) -> bytes:
@@ -88,8 +91,25 @@ class Namespace:
     def persistent(self) -> bool:
         return self.durability == "persistent"
 
-    def options(self) -> dict[str, str]:
-        return {"durability": self.durability, "warm_codec": self.warm_codec, "cold_codec": self.cold_codec}
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "durability": self.durability,
+            "warm_codec": self.warm_codec,
+            "cold_codec": self.cold_codec,
+        }
+        if self.value_dtype is not None:
+            opts["value_dtype"] = self.value_dtype
+            opts["value_shape"] = list(self.value_shape or ())
+        return opts
+
+    def check_value(self, dtype: str | None, shape: tuple[int, ...] | None) -> None:
+        if self.value_dtype is None:
+            return
+        if dtype != self.value_dtype or shape != self.value_shape:
+            raise InvalidValueError(
+                f"namespace {self.name!r} holds arrays of dtype {self.value_dtype} and shape "
+                f"{list(self.value_shape or ())}, not {dtype} {list(shape) if shape is not None else 'bytes'}"
+            )
 
 
 @dataclass(slots=True)
@@ -155,6 +175,18 @@ class TierStats:
     failed_demotions: int = 0
     raw_bytes: int = 0  # decoded size of what the tier holds (for the compression ratio)
     extra: dict[str, int] = field(default_factory=dict)
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...] | None) -> int:
+    import numpy as np
+
+    try:
+        n = np.dtype(dtype).itemsize
+    except TypeError as exc:
+        raise InvalidNamespaceError(f"unknown dtype {dtype!r}") from exc
+    for d in shape or ():
+        n *= d
+    return n
 
 
 def _check_key(key: object) -> bytes:
@@ -261,6 +293,8 @@ class TieredStore:
         for key, value in self._cold.meta_items():
             if key.startswith(b"ns:"):
                 opts = json.loads(value)
+                if opts.get("value_shape") is not None:
+                    opts["value_shape"] = tuple(opts["value_shape"])
                 self._register(Namespace(key[3:].decode(), **opts))
         if "default" not in self._namespaces:
             self.create_namespace("default")
@@ -289,8 +323,14 @@ class TieredStore:
         durability: Durability = "cache",
         warm_codec: str = str(settings.DEFAULTS["warm_codec"]),
         cold_codec: str = str(settings.DEFAULTS["cold_codec"]),
+        value_dtype: str | None = None,
+        value_shape: tuple[int, ...] | list[int] | None = None,
     ) -> Namespace:
-        """Create a namespace, or return it if it exists with the same options."""
+        """Create a namespace, or return it if it exists with the same options.
+
+        ``value_dtype``/``value_shape`` make every value of the namespace an array of exactly that kind
+        (KV-cache namespaces use one block's layout); anything else is refused.
+        """
         if not isinstance(name, str) or not _NS_NAME.match(name):
             raise InvalidNamespaceError(
                 f"namespace names are 1-{settings.MAX_NAMESPACE_CHARS} characters of A-Z a-z 0-9 _.:@+=/-"
@@ -302,7 +342,15 @@ class TieredStore:
                 codec_named(codec)
             except ValueError as exc:
                 raise InvalidNamespaceError(str(exc)) from None
-        ns = Namespace(name, durability, warm_codec, cold_codec)
+        shape = tuple(int(d) for d in value_shape) if value_shape is not None else None
+        if (value_dtype is None) != (shape is None):
+            raise InvalidNamespaceError("a value schema needs both value_dtype and value_shape")
+        if value_dtype is not None:
+            try:
+                check_array_meta(RecordMeta(RAW.id, _nbytes(value_dtype, shape), value_dtype, shape))
+            except (InvalidValueError, TypeError) as exc:
+                raise InvalidNamespaceError(f"bad value schema: {exc}") from None
+        ns = Namespace(name, durability, warm_codec, cold_codec, value_dtype, shape)
         with self._lock:
             self._check_open()
             old = self._namespaces.get(name)
@@ -314,7 +362,7 @@ class TieredStore:
             self._register(ns)
             return ns
 
-    def namespaces(self) -> dict[str, dict[str, str]]:
+    def namespaces(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {n: ns.options() for n, ns in self._namespaces.items()}
 
@@ -339,6 +387,7 @@ class TieredStore:
         for key, value in pairs:
             fk = namespace.prefix + _check_key(key)
             raw, dtype, shape = value_to_raw(value)
+            namespace.check_value(dtype, shape)
             meta = RecordMeta(RAW.id, len(raw), dtype, shape)
             prepared.append((fk, raw, meta))
         waits: list[tuple[bytes, Future[bool]]] = []
@@ -383,6 +432,67 @@ class TieredStore:
             existed = True
             self._wait([(fk, fut)], persistent=namespace.persistent)
         return existed
+
+    def tiers_of(self, keys: Iterable[bytes], *, ns: str = "default") -> list[str | None]:
+        """The highest tier holding each key ("hot", "warm", "cold"), or None; reads nothing."""
+        namespace = self._ns(ns)
+        fks = [namespace.prefix + _check_key(k) for k in keys]
+        with self._lock:
+            self._check_open()
+            return [
+                "hot"
+                if fk in self._hot_index
+                else "warm"
+                if fk in self._warm_index
+                else "cold"
+                if fk in self._cold_index
+                else None
+                for fk in fks
+            ]
+
+    def prefetch(self, keys: Iterable[bytes], *, ns: str = "default") -> int:
+        """Promote the listed keys toward hot ahead of a get; returns how many are now in hot."""
+        namespace = self._ns(ns)
+        moved = 0
+        for key in keys:
+            fk = namespace.prefix + _check_key(key)
+            with self._lock:
+                self._check_open()
+                if fk in self._hot_index:
+                    moved += 1
+                    continue
+            if self._get(namespace, fk, promote=True) is not None:
+                with self._lock:
+                    moved += fk in self._hot_index
+        return moved
+
+    def delete_namespace(self, name: str) -> int:
+        """Remove a namespace and every record in it; returns how many records were removed."""
+        namespace = self._ns(name)
+        if name == "default":
+            raise InvalidNamespaceError("the default namespace cannot be deleted")
+        prefix = namespace.prefix
+        futures: list[tuple[bytes, Future[bool]]] = []
+        with self._lock:
+            self._check_open()
+            self._reconcile()
+            keys = {
+                fk
+                for index in (self._hot_index, self._warm_index, self._cold_index)
+                for fk in index
+                if fk.startswith(prefix)
+            }
+            for fk in keys:
+                self._drop_upper(fk)
+                fut = self._drop_cold(fk, durable=namespace.persistent)
+                if fut is not None:
+                    futures.append((fk, fut))
+                self._pinned.discard(fk)
+            del self._namespaces[name]
+            del self._ns_by_prefix[prefix]
+            futures.append((b"", self._cold.submit_meta_delete(b"ns:" + name.encode())))
+        self._wait(futures, persistent=True)
+        return len(keys)
 
     def pin(self, key: bytes, *, ns: str = "default") -> bool:
         """Keep key from being evicted or demoted until unpin; False if it is not stored."""
@@ -549,6 +659,7 @@ class TieredStore:
         meta = RecordMeta(RAW.id, nbytes, dtype, tuple(shape) if shape is not None else None)
         if (dtype is None) != (shape is None):
             raise InvalidValueError("an array needs both dtype and shape")
+        namespace.check_value(meta.dtype, meta.shape)
         check_array_meta(meta)
         header_len = len(pack_header(meta, b""))  # the header's size does not depend on the payload
         if header_len + nbytes > self._hot_max_item():

@@ -14,8 +14,9 @@ torch = pytest.importorskip("torch", reason="torch is optional; memstore works w
 
 @pytest.fixture
 def target(tmp_path):  # type: ignore[no-untyped-def]
-    store = TieredStore(str(tmp_path / "s"), hot_bytes=16 * MiB, warm_bytes=16 * MiB, cold_bytes=128 * MiB,
-                        prefault=False)
+    store = TieredStore(
+        str(tmp_path / "s"), hot_bytes=16 * MiB, warm_bytes=16 * MiB, cold_bytes=128 * MiB, prefault=False
+    )
     running = create_server(store, f"unix:{tmp_path}/m.sock")
     yield f"unix:{tmp_path}/m.sock"
     running.stop(1)

@@ -18,24 +18,37 @@ class LocalStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOCAL_MISS: _ClassVar[LocalStatus]
     LOCAL_FOUND: _ClassVar[LocalStatus]
     LOCAL_REMOTE: _ClassVar[LocalStatus]
+
+class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIER_NONE: _ClassVar[Tier]
+    HOT: _ClassVar[Tier]
+    WARM: _ClassVar[Tier]
+    COLD: _ClassVar[Tier]
 DURABILITY_UNSPECIFIED: Durability
 CACHE: Durability
 PERSISTENT: Durability
 LOCAL_MISS: LocalStatus
 LOCAL_FOUND: LocalStatus
 LOCAL_REMOTE: LocalStatus
+TIER_NONE: Tier
+HOT: Tier
+WARM: Tier
+COLD: Tier
 
 class CreateNamespaceRequest(_message.Message):
-    __slots__ = ("name", "durability", "warm_codec", "cold_codec")
+    __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DURABILITY_FIELD_NUMBER: _ClassVar[int]
     WARM_CODEC_FIELD_NUMBER: _ClassVar[int]
     COLD_CODEC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     durability: Durability
     warm_codec: str
     cold_codec: str
-    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ...) -> None: ...
+    value_layout: ArrayInfo
+    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ..., value_layout: _Optional[_Union[ArrayInfo, _Mapping]] = ...) -> None: ...
 
 class CreateNamespaceResponse(_message.Message):
     __slots__ = ("namespace",)
@@ -262,3 +275,43 @@ class LocalPutCommitResponse(_message.Message):
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     committed: int
     def __init__(self, committed: _Optional[int] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("tiers",)
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    tiers: _containers.RepeatedScalarFieldContainer[Tier]
+    def __init__(self, tiers: _Optional[_Iterable[_Union[Tier, str]]] = ...) -> None: ...
+
+class PrefetchResponse(_message.Message):
+    __slots__ = ("in_hot",)
+    IN_HOT_FIELD_NUMBER: _ClassVar[int]
+    in_hot: int
+    def __init__(self, in_hot: _Optional[int] = ...) -> None: ...
+
+class PinRequest(_message.Message):
+    __slots__ = ("namespace", "keys", "unpin")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    unpin: bool
+    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., unpin: _Optional[bool] = ...) -> None: ...
+
+class PinResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, changed: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class DeleteNamespaceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteNamespaceResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -24,7 +24,7 @@ from memstore import TieredStore
 from memstore.errors import InvalidValueError
 from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
-from memstore.store import HotLocation
+from memstore.store import Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
 from memstore_server.errors import Abort, status_for
@@ -33,7 +33,12 @@ log = logging.getLogger("memstore.server")
 M = TypeVar("M", bound=Message)
 SERVICE = "memstore.v1.Store"
 _DTYPE = re.compile(r"^[<>|=]?[a-zA-Z][0-9]{0,2}$")
-_DURABILITY = {pb.DURABILITY_UNSPECIFIED: "cache", pb.CACHE: "cache", pb.PERSISTENT: "persistent"}
+_DURABILITY: dict[int, Durability] = {
+    pb.DURABILITY_UNSPECIFIED: "cache",
+    pb.CACHE: "cache",
+    pb.PERSISTENT: "persistent",
+}
+_TIERS = {None: pb.TIER_NONE, "hot": pb.HOT, "warm": pb.WARM, "cold": pb.COLD}
 _PUT_BATCH_BYTES = 64 << 20  # values are handed to the store in batches of about this size
 
 
@@ -129,18 +134,26 @@ class StoreService:
         req = _parse(pb.CreateNamespaceRequest, raw)
         if req.durability not in _DURABILITY:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown durability {req.durability}")
-        opts: dict[str, str] = {}
+        opts: dict[str, Any] = {}
         if req.warm_codec:
             opts["warm_codec"] = req.warm_codec
         if req.cold_codec:
             opts["cold_codec"] = req.cold_codec
-        ns = self.store.create_namespace(req.name, durability=_DURABILITY[req.durability], **opts)  # type: ignore[arg-type]
+        if req.HasField("value_layout"):
+            if not _DTYPE.match(req.value_layout.dtype):
+                raise InvalidValueError(f"dtype {req.value_layout.dtype!r} is not a plain numpy dtype string")
+            opts["value_dtype"] = req.value_layout.dtype
+            opts["value_shape"] = tuple(req.value_layout.shape)
+        ns = self.store.create_namespace(req.name, durability=_DURABILITY[req.durability], **opts)
         out = pb.CreateNamespaceRequest(
             name=ns.name,
             durability=pb.PERSISTENT if ns.persistent else pb.CACHE,
             warm_codec=ns.warm_codec,
             cold_codec=ns.cold_codec,
         )
+        if ns.value_dtype is not None:
+            out.value_layout.dtype = ns.value_dtype
+            out.value_layout.shape.extend(ns.value_shape or ())
         return pb.CreateNamespaceResponse(namespace=out).SerializeToString()
 
     @_handler
@@ -238,6 +251,30 @@ class StoreService:
             hot_segment=st["hot_segment"],
         ).SerializeToString()
 
+    @_handler
+    def lookup(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.KeysRequest, raw)
+        tiers = self.store.tiers_of(req.keys, ns=_ns(req.namespace))
+        return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
+
+    @_handler
+    def prefetch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.KeysRequest, raw)
+        return pb.PrefetchResponse(
+            in_hot=self.store.prefetch(req.keys, ns=_ns(req.namespace))
+        ).SerializeToString()
+
+    @_handler
+    def pin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.PinRequest, raw)
+        op = self.store.unpin if req.unpin else self.store.pin
+        return pb.PinResponse(changed=[op(k, ns=_ns(req.namespace)) for k in req.keys]).SerializeToString()
+
+    @_handler
+    def delete_namespace(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = _parse(pb.DeleteNamespaceRequest, raw)
+        return pb.DeleteNamespaceResponse(removed=self.store.delete_namespace(req.name)).SerializeToString()
+
     # ---- the local path ---------------------------------------------------------------------------
 
     @_handler
@@ -314,6 +351,10 @@ class StoreService:
                 "Delete": h.unary_unary_rpc_method_handler(self.delete),
                 "Exists": h.unary_unary_rpc_method_handler(self.exists),
                 "Stats": h.unary_unary_rpc_method_handler(self.stats),
+                "Lookup": h.unary_unary_rpc_method_handler(self.lookup),
+                "Prefetch": h.unary_unary_rpc_method_handler(self.prefetch),
+                "Pin": h.unary_unary_rpc_method_handler(self.pin),
+                "DeleteNamespace": h.unary_unary_rpc_method_handler(self.delete_namespace),
                 "OpenLocal": h.unary_unary_rpc_method_handler(self.open_local),
                 "LocalGet": h.unary_unary_rpc_method_handler(self.local_get),
                 "LocalPutBegin": h.unary_unary_rpc_method_handler(self.local_put_begin),

@@ -1,0 +1,119 @@
+"""The HF transformers adapter with a real (random-weight) Llama: loaded KV gives bitwise-equal logits."""
+
+from __future__ import annotations
+
+import pytest
+
+from memstore import Client, TieredStore
+from memstore_server import create_server
+from tests.conftest import MiB
+
+torch = pytest.importorskip("torch", reason="the HF adapter needs torch")
+transformers = pytest.importorskip("transformers", reason="the HF adapter needs transformers")
+from memstore.adapters.hf import HFKVCache, cache_kwargs  # noqa: E402
+
+PROMPT = 528  # 33 blocks of 16 tokens
+
+
+def _model(dtype):  # type: ignore[no-untyped-def]
+    cfg = transformers.LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
+    torch.manual_seed(1234)
+    return transformers.LlamaForCausalLM(cfg).to(dtype).eval(), cfg
+
+
+def _forward(model, ids, cache=None):  # type: ignore[no-untyped-def]
+    with torch.no_grad():
+        kwargs = cache_kwargs(model, cache) if cache is not None else {}
+        out = model(ids, use_cache=True, **kwargs)
+    cache_out = getattr(out, "cache", None) or out.past_key_values
+    return out.logits[:, -1], cache_out
+
+
+class Served:
+    def __init__(self, path: str, sock: str, **budgets: int) -> None:
+        self.store = TieredStore(path, prefault=False, **budgets)  # type: ignore[arg-type]
+        self.running = create_server(self.store, sock)
+        self.client = Client(sock)
+
+    def close(self) -> None:
+        self.client.close()
+        self.running.stop(1)
+        self.store.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_loaded_cache_gives_bitwise_equal_logits(tmp_path, dtype, seed) -> None:  # type: ignore[no-untyped-def]
+    model, cfg = _model(getattr(torch, dtype))
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cfg.vocab_size, (1, PROMPT), generator=gen)
+    nxt = torch.randint(0, cfg.vocab_size, (1, 1), generator=gen)
+    srv = Served(
+        str(tmp_path / "s"),
+        f"unix:{tmp_path}/m.sock",
+        hot_bytes=64 * MiB,
+        warm_bytes=64 * MiB,
+        cold_bytes=256 * MiB,
+    )
+    try:
+        kv = HFKVCache(srv.client, cfg, model_id="tiny-llama", revision="test", dtype=getattr(torch, dtype))
+        _, cache = _forward(model, ids)
+        assert kv.save(ids, cache) == PROMPT // 16
+        assert kv.save(ids, cache) == 0  # already stored: nothing written twice
+        # the whole prompt back, then one more token: bitwise equal to continuing the original cache
+        loaded, n = kv.load(ids, max_tokens=PROMPT)
+        assert n == PROMPT
+        want, _ = _forward(model, nxt, cache)
+        got, _ = _forward(model, nxt, loaded)
+        assert torch.equal(want, got)
+        # prefix reuse: load what is cached (all but the last token runs), prefill the rest
+        ids2 = torch.cat([ids, torch.randint(0, cfg.vocab_size, (1, 37), generator=gen)], dim=1)
+        loaded, n = kv.load(ids2)
+        assert n == PROMPT
+        reused, _ = _forward(model, ids2[:, n:], loaded)
+        _, prefix_cache = _forward(model, ids2[:, :n])
+        recomputed, _ = _forward(model, ids2[:, n:], prefix_cache)
+        assert torch.equal(reused, recomputed)  # the same computation, the same bits
+        full, _ = _forward(model, ids2)  # and the same answer as one full prefill
+        assert torch.allclose(reused.float(), full.float(), atol=5e-2 if dtype != "float32" else 1e-4)
+        assert int(reused.argmax()) == int(full.argmax())
+    finally:
+        srv.close()
+
+
+def test_exact_after_demotion_to_cold_and_restart(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    model, cfg = _model(torch.bfloat16)
+    ids = torch.randint(0, cfg.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(seed))
+    nxt = torch.tensor([[7]])
+    budgets = {"hot_bytes": 64 << 10, "warm_bytes": 64 << 10, "cold_bytes": 64 * MiB}  # blocks end in cold
+    path, sock = str(tmp_path / "s"), f"unix:{tmp_path}/m.sock"
+    srv = Served(path, sock, **budgets)
+    try:
+        kv = HFKVCache(srv.client, cfg, model_id="tiny-llama", dtype=torch.bfloat16)
+        _, cache = _forward(model, ids)
+        kv.save(ids, cache)
+        srv.store.flush()
+        assert srv.store.stats()["cold"]["items"] >= 10  # demoted past hot and warm already
+    finally:
+        srv.close()
+    srv = Served(path, sock, **budgets)
+    try:
+        kv = HFKVCache(srv.client, cfg, model_id="tiny-llama", dtype=torch.bfloat16)
+        assert set(kv.kv.lookup(ids).tiers) == {"cold"}
+        loaded, n = kv.load(ids, max_tokens=PROMPT)
+        assert n == PROMPT
+        want, _ = _forward(model, nxt, cache)
+        got, _ = _forward(model, nxt, loaded)
+        assert torch.equal(want, got)
+        # another model identity sees nothing
+        other = HFKVCache(srv.client, cfg, model_id="tiny-llama", revision="v2", dtype=torch.bfloat16)
+        assert other.load(ids) == (None, 0)
+    finally:
+        srv.close()
