@@ -1,0 +1,144 @@
+"""vLLM (CPU) end to end with memstore as its KV connector; run with the vLLM environment's python.
+
+    python tests/vllm/e2e.py OUT_JSON
+
+Builds a tiny random-weight Llama with a locally trained tokenizer, starts ``memstore serve`` on a unix
+socket, and runs prompts with vLLM's own prefix caching off, so every reuse comes from memstore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(out_path: str) -> None:
+    import grpc
+    import numpy as np
+    from make_model import build
+    from vllm import LLM, SamplingParams
+    from vllm.config import KVTransferConfig
+
+    from memstore import Client
+    from memstore.kv import KVCache, KVIdentity
+
+    work = tempfile.mkdtemp(prefix="memstore-vllm-")
+    model_dir, sock, log = f"{work}/model", f"unix:{work}/memstore.sock", f"{work}/connector.jsonl"
+    build(model_dir)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memstore.cli",
+            "serve",
+            "--listen",
+            sock,
+            "--data-dir",
+            f"{work}/data",
+            "--hot-bytes",
+            "64MiB",
+            "--warm-bytes",
+            "64MiB",
+            "--cold-bytes",
+            "512MiB",
+            "--log-level",
+            "WARNING",
+        ]
+    )
+    try:
+        with grpc.insecure_channel(sock) as ch:
+            grpc.channel_ready_future(ch).result(timeout=60)
+        llm = LLM(
+            model=model_dir,
+            enforce_eager=True,
+            enable_prefix_caching=False,
+            dtype="float32",
+            max_model_len=2048,
+            gpu_memory_utilization=0.25,  # on CPU: the share of memory reserved for the KV cache
+            kv_transfer_config=KVTransferConfig(
+                kv_connector="MemstoreConnector",
+                kv_connector_module_path="memstore.adapters.vllm",
+                kv_role="kv_both",
+                kv_connector_extra_config={"memstore_target": sock, "log_path": log},
+            ),
+        )
+        params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=1)
+        prompt_a = " ".join(f"w{i}" for i in range(300))  # 2 full blocks of 128 are reusable
+        prompt_b = " ".join(f"w{i}" for i in range(128)) + " " + " ".join(f"w{1999 - i}" for i in range(172))
+
+        def run(prompt: str) -> tuple[list[int], list[float]]:
+            out = llm.generate([prompt], params, use_tqdm=False)[0].outputs[0]
+            logprobs = [
+                float(step[tok].logprob) for tok, step in zip(out.token_ids, out.logprobs, strict=True)
+            ]
+            return list(out.token_ids), logprobs
+
+        def events() -> list[dict[str, object]]:
+            with open(log) as f:
+                return [json.loads(line) for line in f]
+
+        t0 = time.perf_counter()
+        first = run(prompt_a)
+        t1 = time.perf_counter()
+        second = run(prompt_a)
+        t2 = time.perf_counter()
+        shared = run(prompt_b)
+        ev = events()
+        namespace = ev[0]["namespace"]
+        lookups = [e for e in ev if e["event"] == "lookup"]
+        loads = [e for e in ev if e["event"] == "load"]
+        stores = [e for e in ev if e["event"] == "store"]
+        # Overwrite the stored blocks of prompt A with noise: if the loaded KV is used, the output changes.
+        tokens = llm.get_tokenizer().encode(prompt_a)
+        with Client(sock) as c:
+            cfg = llm.llm_engine.vllm_config
+            mc = cfg.model_config
+            ident = KVIdentity(
+                model_id=model_dir,
+                revision=mc.revision or "",
+                num_layers=2,
+                num_kv_heads=2,
+                head_dim=64,
+                kv_dtype="float32",
+                block_tokens=cfg.cache_config.block_size,
+            )
+            kv = KVCache(c, ident)
+            assert kv.ns == namespace, (kv.ns, namespace)
+            rng = np.random.default_rng(0)
+            hit = kv.lookup(tokens)
+            noise = [rng.standard_normal(ident.block_shape).astype("<f4") * 5 for _ in range(hit.blocks)]
+            kv.put_blocks(tokens, noise)
+        noisy = run(prompt_a)
+        result = {
+            "first": first,
+            "second": second,
+            "shared": shared,
+            "noisy": noisy,
+            "lookups": lookups,
+            "loads": loads,
+            "stores": stores,
+            "seconds_first": t1 - t0,
+            "seconds_second": t2 - t1,
+            "block_size": ident.block_tokens,
+            "prompt_tokens": len(tokens),
+        }
+        with open(out_path, "w") as f:
+            json.dump(result, f)
+        print(
+            json.dumps({k: result[k] for k in ("first", "second", "noisy", "lookups", "loads")}), flush=True
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
