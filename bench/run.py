@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
         ("tiers", "put/get GB/s per tier next to memcpy and py-lmdb"),
         ("service", "the gRPC service next to Redis: GB/s, ops/s, batched small lookups"),
         ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
+        ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
