@@ -98,7 +98,7 @@ def _case(client: Any, name: str, tokens: int, device: str, repeat: int) -> dict
             hit = kv.kv.lookup(token_list[: tokens - 1])
             keys = kv.kv.keys(token_list)[: hit.blocks]
             dst = torch.empty((hit.blocks, *ident.block_shape), dtype=torch.int16, device="cuda")
-            assert all(n is not None for n in load_into_tensors(client, keys, list(dst)))
+            assert all(n is not None for n in load_into_tensors(client, keys, list(dst), ns=kv.kv.ns))
             from transformers import DynamicCache
 
             blocks = dst.view(torch.bfloat16)
