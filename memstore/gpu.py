@@ -29,7 +29,7 @@ def _verifier() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(
-            max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="memstore-verify"
+            max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="memstore-verify"
         )
     return _pool
 
