@@ -78,7 +78,7 @@ def _case(client: Any, name: str, tokens: int, device: str, repeat: int) -> dict
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, cfg = _model(name, device, dtype)
     ids = torch.randint(0, cfg.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(1)).to(device)
-    block = 128 if device == "cuda" else 64
+    block = 256 if device == "cuda" else 64
     kv = HFKVCache(client, cfg, model_id=f"bench-{name}", dtype=dtype, block_tokens=block)
 
     def prefill() -> Any:
