@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import zstandard
 
+from memstore import quant
 from memstore.errors import CorruptRecordError
+from memstore.record import RecordMeta
 
 
 class Codec(Protocol):
     id: int
     name: str
+    lossless: bool
 
-    def encode(self, raw: memoryview, itemsize: int) -> tuple[int, bytes | memoryview]:
+    def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
         """Return (codec id actually used, payload). A codec may fall back to a simpler one."""
         ...
 
-    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> bytes | bytearray | memoryview: ...
+    def decode(self, payload: memoryview, meta: RecordMeta) -> bytes | bytearray | memoryview:
+        """The value's raw bytes (``meta.raw_len`` of them) from a payload this codec wrote."""
+        ...
 
 
 _local = threading.local()  # zstd contexts are not thread-safe: one pair per thread and level
@@ -68,12 +73,13 @@ def zstd_decompress_exact(frame: memoryview | bytes, expected: int) -> bytes:
 class RawCodec:
     id = 0
     name = "raw"
+    lossless = True
 
-    def encode(self, raw: memoryview, itemsize: int) -> tuple[int, bytes | memoryview]:
+    def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
         return self.id, raw
 
-    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> memoryview:
-        if len(payload) != raw_len:
+    def decode(self, payload: memoryview, meta: RecordMeta) -> memoryview:
+        if len(payload) != meta.raw_len:
             raise CorruptRecordError("raw payload length differs from the header")
         return payload
 
@@ -81,15 +87,16 @@ class RawCodec:
 class ZstdCodec:
     id = 1
     name = "zstd"
+    lossless = True
 
     def __init__(self, level: int = 1) -> None:
         self.level = level
 
-    def encode(self, raw: memoryview, itemsize: int) -> tuple[int, bytes | memoryview]:
+    def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
         return self.id, _cctx(self.level).compress(raw)
 
-    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> bytes:
-        return zstd_decompress_exact(payload, raw_len)
+    def decode(self, payload: memoryview, meta: RecordMeta) -> bytes:
+        return zstd_decompress_exact(payload, meta.raw_len)
 
 
 class BytePlaneCodec:
@@ -104,22 +111,25 @@ class BytePlaneCodec:
 
     id = 2
     name = "byteplane"
+    lossless = True
     _PLANE = struct.Struct("<BQ")
     _KEEP_RAW_ABOVE = 0.95  # a plane that shrinks by less than 5% is stored raw (decodes for free)
+    _UINT: dict[int, np.dtype[Any]] = {2: np.dtype("<u2"), 4: np.dtype("<u4")}  # little-endian on any host
 
     def __init__(self, level: int = 1) -> None:
         self.level = level
         self._fallback = ZstdCodec(level)
 
-    def encode(self, raw: memoryview, itemsize: int) -> tuple[int, bytes | memoryview]:
+    def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
+        itemsize = meta.itemsize
         if itemsize not in (2, 4) or len(raw) % itemsize or len(raw) < 64:
-            return self._fallback.encode(raw, itemsize)
-        rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize)
+            return self._fallback.encode(raw, meta)
+        words = np.frombuffer(raw, dtype=self._UINT[itemsize])
         parts: list[bytes] = [bytes([itemsize])]
         bodies: list[bytes] = []
         cctx = _cctx(self.level)
-        for j in range(itemsize):
-            plane = np.ascontiguousarray(rows[:, j]).tobytes()
+        for j in range(itemsize):  # plane j = byte j of every little-endian element, by shift and cast
+            plane = (words >> np.array(8 * j, dtype=words.dtype)).astype(np.uint8).tobytes()
             packed = cctx.compress(plane)
             if len(packed) < self._KEEP_RAW_ABOVE * len(plane):
                 parts.append(self._PLANE.pack(1, len(packed)))
@@ -129,7 +139,8 @@ class BytePlaneCodec:
                 bodies.append(plane)
         return self.id, b"".join(parts + bodies)
 
-    def decode(self, payload: memoryview, raw_len: int, itemsize: int) -> bytearray:
+    def decode(self, payload: memoryview, meta: RecordMeta) -> bytearray:
+        raw_len = meta.raw_len
         if len(payload) < 1:
             raise CorruptRecordError("empty byte-plane payload")
         k = payload[0]
@@ -140,7 +151,7 @@ class BytePlaneCodec:
         if len(payload) < table_end:
             raise CorruptRecordError("truncated byte-plane table")
         out = bytearray(raw_len)
-        cols = np.frombuffer(out, dtype=np.uint8).reshape(n, k)
+        words = np.frombuffer(out, dtype=self._UINT[k])
         pos = table_end
         for j in range(k):
             mode, length = self._PLANE.unpack_from(payload, 1 + j * self._PLANE.size)
@@ -154,17 +165,71 @@ class BytePlaneCodec:
                 plane = np.frombuffer(body, dtype=np.uint8)
             else:
                 raise CorruptRecordError("bad byte-plane entry")
-            cols[:, j] = plane
+            wide = plane.astype(words.dtype)
+            if j:
+                wide <<= np.array(8 * j, dtype=words.dtype)
+            words |= wide
         if pos != len(payload):
             raise CorruptRecordError("trailing bytes after the byte planes")
         return out
+
+
+class _Lossy:
+    """Shared frame of the lossy KV codecs (``memstore.quant``): anything that is not a float KV array
+    falls back to the lossless byte-plane codec."""
+
+    id = -1
+    name = ""
+    lossless = False
+
+    def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
+        if not quant.lossy_shape_ok(meta):
+            return BYTEPLANE.encode(raw, meta)
+        assert meta.dtype is not None and meta.shape is not None
+        return self.id, self._encode(quant.to_float32(raw, meta.dtype).reshape(meta.shape))
+
+    def decode(self, payload: memoryview, meta: RecordMeta) -> bytearray:
+        if meta.dtype not in quant.FLOAT_DTYPES or meta.shape is None:
+            raise CorruptRecordError(f"{self.name} record without a float array description")
+        return bytearray(quant.from_float32(self._decode(payload, meta.shape), meta.dtype).tobytes())
+
+    def _encode(self, x: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Int8Codec(_Lossy):
+    id = 3
+    name = "int8"
+
+    def _encode(self, x: np.ndarray) -> bytes:
+        return quant.int8_encode(x)
+
+    def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+        return quant.int8_decode(payload, shape)
+
+
+class Int4Codec(_Lossy):
+    id = 4
+    name = "int4"
+
+    def _encode(self, x: np.ndarray) -> bytes:
+        return quant.int4_encode(x)
+
+    def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+        return quant.int4_decode(payload, shape)
 
 
 RAW = RawCodec()
 ZSTD = ZstdCodec(1)
 BYTEPLANE = BytePlaneCodec(1)
 
-CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE)}
+INT8 = Int8Codec()
+INT4 = Int4Codec()
+
+CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE, INT8, INT4)}
 CODECS_BY_NAME: dict[str, Codec] = {c.name: c for c in CODECS.values()}
 
 
@@ -175,10 +240,12 @@ def codec_named(name: str) -> Codec:
         raise ValueError(f"unknown codec {name!r}; known: {sorted(CODECS_BY_NAME)}") from None
 
 
-def decode_payload(
-    codec_id: int, payload: memoryview, raw_len: int, itemsize: int
-) -> bytes | bytearray | memoryview:
-    codec = CODECS.get(codec_id)
+def decode_payload(payload: memoryview, meta: RecordMeta) -> bytes | bytearray | memoryview:
+    """Decode a record's payload with the codec its header names."""
+    codec = CODECS.get(meta.codec)
     if codec is None:
-        raise CorruptRecordError(f"unknown codec id {codec_id}")
-    return codec.decode(payload, raw_len, itemsize)
+        raise CorruptRecordError(f"unknown codec id {meta.codec}")
+    out = codec.decode(payload, meta)
+    if len(out) != meta.raw_len:
+        raise CorruptRecordError("the codec returned the wrong length")
+    return out

