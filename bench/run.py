@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
         ("service", "the gRPC service next to Redis: GB/s, ops/s, batched small lookups"),
         ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
         ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
+        ("codecs", "KV compression: memstore's codecs against zstd, lz4, blosc2 and ZipNN on real K/V"),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)

@@ -165,10 +165,10 @@ class BytePlaneCodec:
                 plane = np.frombuffer(body, dtype=np.uint8)
             else:
                 raise CorruptRecordError("bad byte-plane entry")
-            wide = plane.astype(words.dtype)
-            if j:
-                wide <<= np.array(8 * j, dtype=words.dtype)
-            words |= wide
+            if j == 0:
+                np.copyto(words, plane)
+            else:  # shift into place without a wide temporary where possible
+                words |= np.left_shift(plane, 8 * j, dtype=words.dtype)
         if pos != len(payload):
             raise CorruptRecordError("trailing bytes after the byte planes")
         return out
