@@ -1,46 +1,66 @@
 """Eviction policies: the seam that owns order only.
 
-A policy is told when a key is inserted, accessed and removed, and is asked for a victim. It never
-touches data; the store does the moving. Pinned keys are skipped through the ``skip`` predicate the
-store passes in. More policies register in ``POLICIES`` by name.
+A policy is told when a key is inserted (with its parent in a prefix chain, when known), accessed,
+removed (deleted) or evicted (removed for space), and is asked for a victim. It never touches data;
+the store (or the replay simulator) does the moving. Pinned keys are skipped through the ``skip``
+predicate the caller passes in. Policies register in ``POLICIES`` by name.
+
+- ``lru``: least recently used first.
+- ``lfu``: least frequently used first, ties by recency.
+- ``s3fifo``: S3-FIFO (Yang et al., SOSP'23): a small FIFO for new keys, a main FIFO with reinsertion,
+  and a ghost list of recent small-queue evictions.
+- ``arc``: ARC (Megiddo and Modha, FAST'03): recency and frequency lists sized by ghost hits.
+- ``prefix-lru``: evicts only leaves of the prefix tree (a chain loses its tail before its parents, as
+  radix-tree caches do), least recently used leaf first.
+- ``prefix-sfl`` (this project's): prefix-closed like ``prefix-lru``, and among leaves it evicts by a
+  score that adds a decaying count of past hits to recency, so shared heads and blocks that came back
+  outlive one-off tails. See ``PrefixSFL``.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Protocol
+
+Skip = Callable[[Hashable], bool]
 
 
 class EvictionPolicy(Protocol):
     name: str
 
-    def insert(self, key: Hashable) -> None: ...
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None: ...
 
     def access(self, key: Hashable) -> None: ...
 
-    def remove(self, key: Hashable) -> None: ...
+    def remove(self, key: Hashable) -> None:
+        """The key is gone for a reason other than space (deleted, moved away)."""
+        ...
 
-    def victim(self, skip: Callable[[Hashable], bool]) -> Hashable | None:
-        """The key to evict next (still tracked until ``remove``), or None when every key is skipped."""
+    def evict(self, key: Hashable) -> None:
+        """The key was evicted for space (ghost lists remember it)."""
+        ...
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        """The key to evict next (still tracked until ``evict``), or None when every key is skipped."""
         ...
 
     def ordered(self) -> list[Hashable]:
-        """Every tracked key, the next victim first."""
+        """Every tracked key, the next victim first (an approximation for non-LRU policies)."""
         ...
 
     def __len__(self) -> int: ...
 
 
 class LRU:
-    """Least recently used first."""
-
     name = "lru"
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 0) -> None:
         self._order: OrderedDict[Hashable, None] = OrderedDict()
 
-    def insert(self, key: Hashable) -> None:
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
         self._order[key] = None
         self._order.move_to_end(key)
 
@@ -51,7 +71,9 @@ class LRU:
     def remove(self, key: Hashable) -> None:
         self._order.pop(key, None)
 
-    def victim(self, skip: Callable[[Hashable], bool]) -> Hashable | None:
+    evict = remove
+
+    def victim(self, skip: Skip) -> Hashable | None:
         for key in self._order:
             if not skip(key):
                 return key
@@ -64,11 +86,337 @@ class LRU:
         return len(self._order)
 
 
-POLICIES: dict[str, Callable[[], EvictionPolicy]] = {"lru": LRU}
+class LFU:
+    name = "lfu"
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._freq: dict[Hashable, int] = {}
+        self._buckets: dict[int, OrderedDict[Hashable, None]] = {}
+
+    def _place(self, key: Hashable, f: int) -> None:
+        self._freq[key] = f
+        self._buckets.setdefault(f, OrderedDict())[key] = None
+
+    def _unplace(self, key: Hashable) -> int | None:
+        f = self._freq.pop(key, None)
+        if f is not None:
+            bucket = self._buckets[f]
+            del bucket[key]
+            if not bucket:
+                del self._buckets[f]
+        return f
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        self._unplace(key)
+        self._place(key, 1)
+
+    def access(self, key: Hashable) -> None:
+        f = self._unplace(key)
+        if f is not None:
+            self._place(key, f + 1)
+
+    def remove(self, key: Hashable) -> None:
+        self._unplace(key)
+
+    evict = remove
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        for f in sorted(self._buckets):
+            for key in self._buckets[f]:
+                if not skip(key):
+                    return key
+        return None
+
+    def ordered(self) -> list[Hashable]:
+        return [k for f in sorted(self._buckets) for k in self._buckets[f]]
+
+    def __len__(self) -> int:
+        return len(self._freq)
 
 
-def make_policy(name: str) -> EvictionPolicy:
+class S3FIFO:
+    name = "s3fifo"
+    SMALL = 0.1
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._small: OrderedDict[Hashable, None] = OrderedDict()
+        self._main: OrderedDict[Hashable, None] = OrderedDict()
+        self._ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._freq: dict[Hashable, int] = {}
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        self.remove(key)
+        self._freq[key] = 0
+        if key in self._ghost:
+            del self._ghost[key]
+            self._main[key] = None
+        else:
+            self._small[key] = None
+
+    def access(self, key: Hashable) -> None:
+        if key in self._freq:
+            self._freq[key] = min(self._freq[key] + 1, 3)
+
+    def remove(self, key: Hashable) -> None:
+        self._small.pop(key, None)
+        self._main.pop(key, None)
+        self._freq.pop(key, None)
+
+    def evict(self, key: Hashable) -> None:
+        if key in self._small:
+            self._ghost[key] = None
+            while len(self._ghost) > max(len(self._main), 1):
+                self._ghost.popitem(last=False)
+        self.remove(key)
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        # Bounded passes: promotions and reinsertions reorder queues, each key moves at most 4 times.
+        for _ in range(4 * len(self._freq) + 1):
+            total = len(self._small) + len(self._main)
+            if not total:
+                return None
+            use_small = self._small and (len(self._small) >= self.SMALL * total or not self._main)
+            queue = self._small if use_small else self._main
+            key = next(iter(queue))
+            if skip(key):
+                queue.move_to_end(key)
+                continue
+            if use_small:
+                if self._freq[key] > 1:  # accessed while on probation: promote to main
+                    del self._small[key]
+                    self._main[key] = None
+                    self._freq[key] = 0
+                    continue
+                return key
+            if self._freq[key] > 0:  # second chance in main
+                self._freq[key] -= 1
+                self._main.move_to_end(key)
+                continue
+            return key
+        return None
+
+    def ordered(self) -> list[Hashable]:
+        return list(self._small) + list(self._main)
+
+    def __len__(self) -> int:
+        return len(self._freq)
+
+
+class ARC:
+    name = "arc"
+
+    def __init__(self, capacity: int = 1 << 20) -> None:
+        self.c = max(1, capacity)
+        self.p = 0.0
+        self.t1: OrderedDict[Hashable, None] = OrderedDict()
+        self.t2: OrderedDict[Hashable, None] = OrderedDict()
+        self.b1: OrderedDict[Hashable, None] = OrderedDict()
+        self.b2: OrderedDict[Hashable, None] = OrderedDict()
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        if key in self.b1:
+            self.p = min(float(self.c), self.p + max(len(self.b2) / max(len(self.b1), 1), 1.0))
+            del self.b1[key]
+            self.t2[key] = None
+        elif key in self.b2:
+            self.p = max(0.0, self.p - max(len(self.b1) / max(len(self.b2), 1), 1.0))
+            del self.b2[key]
+            self.t2[key] = None
+        else:
+            self.t1.pop(key, None)
+            self.t2.pop(key, None)
+            self.t1[key] = None
+        while len(self.t1) + len(self.b1) > self.c and self.b1:
+            self.b1.popitem(last=False)
+        while len(self.t1) + len(self.t2) + len(self.b1) + len(self.b2) > 2 * self.c and self.b2:
+            self.b2.popitem(last=False)
+
+    def access(self, key: Hashable) -> None:
+        if key in self.t1:
+            del self.t1[key]
+            self.t2[key] = None
+        elif key in self.t2:
+            self.t2.move_to_end(key)
+
+    def remove(self, key: Hashable) -> None:
+        self.t1.pop(key, None)
+        self.t2.pop(key, None)
+
+    def evict(self, key: Hashable) -> None:
+        if key in self.t1:
+            del self.t1[key]
+            self.b1[key] = None
+        elif key in self.t2:
+            del self.t2[key]
+            self.b2[key] = None
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        first, second = (
+            (self.t1, self.t2) if self.t1 and (len(self.t1) > self.p or not self.t2) else (self.t2, self.t1)
+        )
+        for queue in (first, second):
+            for key in queue:
+                if not skip(key):
+                    return key
+        return None
+
+    def ordered(self) -> list[Hashable]:
+        return list(self.t1) + list(self.t2)
+
+    def __len__(self) -> int:
+        return len(self.t1) + len(self.t2)
+
+
+class _PrefixTree:
+    """Leaves-only eviction over a prefix tree, by a score (lowest first); subclasses define the score."""
+
+    name = ""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._parent: dict[Hashable, Hashable | None] = {}
+        self._children: dict[Hashable, int] = {}
+        self._score: dict[Hashable, float] = {}
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._seq = itertools.count()
+        self.clock = 0
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _push(self, key: Hashable) -> None:
+        if self._children.get(key, 0) == 0:
+            heapq.heappush(self._heap, (self._score[key], next(self._seq), key))
+
+    def score(self, key: Hashable, hit: bool) -> float:
+        raise NotImplementedError
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        if key in self._score:
+            self.remove(key)
+        if parent is not None and parent not in self._score:
+            parent = None  # the parent is not cached: this key starts its own chain here
+        self._parent[key] = parent
+        self._children.setdefault(key, 0)
+        if parent is not None:
+            self._children[parent] += 1
+        self._score[key] = self.score(key, hit=False)
+        self._push(key)
+
+    def access(self, key: Hashable) -> None:
+        if key in self._score:
+            self._score[key] = self.score(key, hit=True)
+            self._push(key)
+
+    def remove(self, key: Hashable) -> None:
+        if key not in self._score:
+            return
+        del self._score[key]
+        parent = self._parent.pop(key, None)
+        if self._children.pop(key, 0):  # removed with children in place: they start chains of their own
+            for child, p in self._parent.items():
+                if p == key:
+                    self._parent[child] = None
+        if parent is not None and parent in self._children:
+            self._children[parent] -= 1
+            self._push(parent)  # it may have become a leaf
+
+    evict = remove
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        held = []
+        found = None
+        while self._heap:
+            score, seq, key = heapq.heappop(self._heap)
+            if self._score.get(key) != score or self._children.get(key, 0) != 0:
+                continue  # stale entry
+            if skip(key):
+                held.append((score, seq, key))
+                continue
+            found = key
+            held.append((score, seq, key))  # stays tracked until evict/remove
+            break
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        return found
+
+    def is_leaf(self, key: Hashable) -> bool:
+        return key in self._score and self._children.get(key, 0) == 0
+
+    def parent(self, key: Hashable) -> Hashable | None:
+        return self._parent.get(key)
+
+    def ordered(self) -> list[Hashable]:
+        return sorted(self._score, key=lambda k: self._score[k])
+
+    def __len__(self) -> int:
+        return len(self._score)
+
+
+class PrefixLRU(_PrefixTree):
+    """Leaves only, least recently used leaf first."""
+
+    name = "prefix-lru"
+
+    def score(self, key: Hashable, hit: bool) -> float:
+        return float(self._tick())
+
+
+class PrefixSFL(_PrefixTree):
+    """Prefix-closed; among leaves, evicts by recency adjusted for hits and depth ("shared, frequent, leaf").
+
+    A leaf's score is the time of its last use, plus a bonus per past hit (a block that came back once
+    comes back again far more often than a fresh one: most blocks are never reused), minus a penalty
+    for depth in its chain (a prefix hit needs every block above it, so shallow blocks serve more
+    requests per byte). Scores are fixed at each use while the clock runs on, so unused blocks age out.
+    Both weights are in units of the cache's capacity (and depth in units of the mean depth seen so far),
+    so nothing is fitted to one trace.
+    """
+
+    name = "prefix-sfl"
+    HIT_BONUS = 0.5  # capacities of recency per past hit (at most 4 hits count)
+    DEPTH_PENALTY = 0.125  # capacities of recency per mean depth
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        super().__init__(capacity)
+        self.capacity = max(1, capacity)
+        self._hits: dict[Hashable, int] = {}
+        self._depth: dict[Hashable, int] = {}
+        self._mean_depth = 1.0
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        depth = self._depth.get(parent, -1) + 1 if parent is not None and parent in self._score else 0
+        self._depth[key] = depth
+        self._mean_depth += (depth - self._mean_depth) / 1024  # running mean over recent inserts
+        super().insert(key, parent)
+
+    def score(self, key: Hashable, hit: bool) -> float:
+        hits = self._hits.get(key, 0) + (1 if hit else 0)
+        self._hits[key] = hits
+        depth = self._depth.get(key, 0) / max(self._mean_depth, 1.0)
+        return self._tick() + self.capacity * (self.HIT_BONUS * min(hits, 4) - self.DEPTH_PENALTY * depth)
+
+    def remove(self, key: Hashable) -> None:
+        self._hits.pop(key, None)
+        self._depth.pop(key, None)
+        super().remove(key)
+
+    evict = remove
+
+
+POLICIES: dict[str, Callable[[int], EvictionPolicy]] = {
+    "lru": LRU,
+    "lfu": LFU,
+    "s3fifo": S3FIFO,
+    "arc": ARC,
+    "prefix-lru": PrefixLRU,
+    "prefix-sfl": PrefixSFL,
+}
+
+
+def make_policy(name: str, capacity: int = 1 << 16) -> EvictionPolicy:
+    """A policy by name; ``capacity`` (in entries) sizes ARC's lists and PrefixSFL's horizon."""
     try:
-        return POLICIES[name]()
+        return POLICIES[name](capacity)
     except KeyError:
         raise ValueError(f"unknown eviction policy {name!r}; known: {sorted(POLICIES)}") from None

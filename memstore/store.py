@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from memstore import settings
+from memstore.admission import make_admission
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
 from memstore.cold import ColdFullError, ColdTier, lmdb_cost
 from memstore.errors import (
@@ -208,6 +209,7 @@ class TieredStore:
         warm_bytes: int = int(settings.DEFAULTS["warm_bytes"]),  # type: ignore[call-overload]
         cold_bytes: int = int(settings.DEFAULTS["cold_bytes"]),  # type: ignore[call-overload]
         policy: str = str(settings.DEFAULTS["policy"]),
+        cold_admission: str = "all",
         background_compression: bool = True,
         prefault: bool = True,
     ) -> None:
@@ -246,6 +248,7 @@ class TieredStore:
         self._warm_used = 0
         self._cold_used = 0
         self._policy_name = policy
+        self._admission = make_admission(cold_admission)
         self._hot_policy: EvictionPolicy = make_policy(policy)
         self._warm_policy: EvictionPolicy = make_policy(policy)
         self._cold_policy: EvictionPolicy = make_policy(policy)
@@ -725,6 +728,7 @@ class TieredStore:
         with self._lock:
             self._check_open()
             self._reconcile()
+            self._admission.seen(fk)
             self._drop_upper(fk)
             stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash
             if record_len <= self._hot_max_item() and self._store_hot(fk, header, raw, meta, clean=False):
@@ -788,6 +792,7 @@ class TieredStore:
         with self._lock:
             self._check_open()
             self._reconcile()
+            self._admission.seen(fk)
             entry = self._hot_index.get(fk)
             copy: bytes | bytearray | None = None
             if entry is not None:
@@ -956,7 +961,7 @@ class TieredStore:
                 record = bytes(self._hot.record(entry))
                 self._insert_warm(fk, WarmEntry(record, entry.meta, clean=False, compressed=False))
         del self._hot_index[fk]
-        self._hot_policy.remove(fk)
+        self._hot_policy.evict(fk)
         self._hot.release(entry)
         self._stats["hot"].demotions += 1
         return True
@@ -978,7 +983,9 @@ class TieredStore:
 
     def _demote_warm(self, fk: bytes) -> bool:
         w = self._warm_index[fk]
-        if not w.clean:
+        if not w.clean and not self._admission.admit(fk):
+            self._stats["warm"].extra["not_admitted"] = self._stats["warm"].extra.get("not_admitted", 0) + 1
+        elif not w.clean:
             ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
             record = w.record
             if not w.compressed or ns.warm_codec != ns.cold_codec:
@@ -990,7 +997,7 @@ class TieredStore:
             self._submit_cold(fk, record, w.meta, persistent=False)
         del self._warm_index[fk]
         self._warm_used -= len(w.record)
-        self._warm_policy.remove(fk)
+        self._warm_policy.evict(fk)
         self._stats["warm"].demotions += 1
         return True
 
@@ -1000,6 +1007,7 @@ class TieredStore:
             victim = self._cold_policy.victim(self._skip)
             if victim is None:
                 return False
+            self._cold_policy.evict(victim)
             self._drop_cold(victim, durable=False)  # type: ignore[arg-type]
             self._stats["cold"].evictions += 1
         return True

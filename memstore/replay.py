@@ -1,0 +1,158 @@
+"""Replaying prefix-block traces through the store's eviction and admission policies.
+
+A trace is a list of requests, each a chain of block ids (Mooncake format: one id per
+``block_tokens`` tokens of the prompt; equal ids mean equal prefixes). The simulated cache holds
+``capacity`` blocks; a request reads its blocks in order, a missing block is computed and inserted
+(with its predecessor as parent), and the blocks of the request being served are never evicted
+while it runs. Evicted blocks may be written to a cold tier, if the admission policy lets them.
+
+Figures: block hit ratio; token-weighted prefix hit ratio (only a request's leading hits count, up to
+its first miss; the last block weighs its partial length); cold writes and how many of them were
+read again. ``opt`` is Belady's offline optimum on the same accesses, as the reference.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from memstore.admission import Admission
+from memstore.policy import make_policy
+
+
+@dataclass(frozen=True)
+class Request:
+    timestamp: float
+    input_length: int
+    hash_ids: tuple[int, ...]
+
+
+def load_trace(path: str) -> list[Request]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                out.append(Request(float(r["timestamp"]), int(r["input_length"]), tuple(r["hash_ids"])))
+    return out
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    capacity: int
+    block_hits: int
+    block_accesses: int
+    prefix_tokens: int
+    total_tokens: int
+    cold_writes: int = 0
+    cold_writes_read: int = 0
+
+    @property
+    def block_hit_ratio(self) -> float:
+        return self.block_hits / max(self.block_accesses, 1)
+
+    @property
+    def prefix_hit_ratio(self) -> float:
+        return self.prefix_tokens / max(self.total_tokens, 1)
+
+
+def _block_tokens(req: Request, i: int, block_tokens: int) -> int:
+    if i < len(req.hash_ids) - 1:
+        return block_tokens
+    return max(0, req.input_length - block_tokens * (len(req.hash_ids) - 1))
+
+
+def replay(
+    trace: Iterable[Request],
+    policy_name: str,
+    capacity: int,
+    *,
+    block_tokens: int = 512,
+    admission: Admission | None = None,
+) -> ReplayResult:
+    """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy."""
+    trace = list(trace)
+    if policy_name == "opt":
+        return _replay_opt(trace, capacity, block_tokens)
+    policy = make_policy(policy_name, capacity)
+    cached: set[int] = set()
+    cold: set[int] = set()
+    cold_read: set[int] = set()
+    res = ReplayResult(policy_name, capacity, 0, 0, 0, 0)
+    for req in trace:
+        in_use = set(req.hash_ids)
+        leading = True
+        parent: int | None = None
+        for i, h in enumerate(req.hash_ids):
+            res.block_accesses += 1
+            res.total_tokens += _block_tokens(req, i, block_tokens)
+            if admission is not None:
+                admission.seen(h)
+            if h in cached:
+                res.block_hits += 1
+                policy.access(h)
+                if leading:
+                    res.prefix_tokens += _block_tokens(req, i, block_tokens)
+            else:
+                leading = False
+                if h in cold and h not in cold_read:
+                    cold_read.add(h)
+                while len(cached) >= capacity:
+                    victim = policy.victim(in_use.__contains__)
+                    if victim is None:
+                        break
+                    policy.evict(victim)
+                    cached.discard(victim)
+                    if admission is not None and victim not in cold and admission.admit(victim):
+                        cold.add(victim)  # type: ignore[arg-type]
+                        res.cold_writes += 1
+                if len(cached) < capacity:
+                    cached.add(h)
+                    policy.insert(h, parent)
+            parent = h
+    res.cold_writes_read = len(cold_read)
+    return res
+
+
+def _replay_opt(trace: list[Request], capacity: int, block_tokens: int) -> ReplayResult:
+    """Belady: on a miss with a full cache, evict the block whose next use is farthest away."""
+    seq = [h for req in trace for h in req.hash_ids]
+    nxt = [0] * len(seq)
+    last: dict[int, int] = {}
+    for i in range(len(seq) - 1, -1, -1):
+        nxt[i] = last.get(seq[i], 1 << 62)
+        last[seq[i]] = i
+    res = ReplayResult("opt", capacity, 0, 0, 0, 0)
+    cached: dict[int, int] = {}  # block -> its next use
+    heap: list[tuple[int, int]] = []  # (-next use, block), lazily invalidated
+    pos = 0
+    for req in trace:
+        leading = True
+        for i, h in enumerate(req.hash_ids):
+            res.block_accesses += 1
+            res.total_tokens += _block_tokens(req, i, block_tokens)
+            if h in cached:
+                res.block_hits += 1
+                if leading:
+                    res.prefix_tokens += _block_tokens(req, i, block_tokens)
+            else:
+                leading = False
+                if len(cached) >= capacity:
+                    while heap:
+                        neg, victim = heapq.heappop(heap)
+                        if cached.get(victim) == -neg:
+                            if -neg < nxt[pos]:  # every cached block is needed sooner: do not cache this one
+                                heapq.heappush(heap, (neg, victim))
+                                victim = -1
+                            break
+                    if victim == -1:
+                        pos += 1
+                        continue
+                    del cached[victim]
+            cached[h] = nxt[pos]
+            heapq.heappush(heap, (-nxt[pos], h))
+            pos += 1
+    return res
