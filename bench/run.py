@@ -18,11 +18,19 @@ def main(argv: list[str] | None = None) -> None:
         ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
         ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
         ("codecs", "KV compression: memstore's codecs against zstd, lz4, blosc2 and ZipNN on real K/V"),
+        (
+            "replay",
+            "replay a Mooncake trace through every eviction policy and OPT; hit ratios and cold writes",
+        ),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--quick", action="store_true", help="smaller data, fewer rounds (under a minute)")
         p.add_argument("--json", help="where to write the JSON result (default bench/results/NAME.json)")
+        if name == "replay":
+            from bench import replay
+
+            replay.add_arguments(p)
         if name == "transport":
             p.add_argument(
                 "--no-redis", action="store_true", help="skip the Redis peer (machines without it)"

@@ -1,0 +1,184 @@
+"""Eviction policies against simple references, prefix closure, pins, and OPT against brute force."""
+
+from __future__ import annotations
+
+import random
+from functools import cache
+
+import pytest
+
+from memstore.admission import SeenTwice
+from memstore.policy import POLICIES, make_policy
+from memstore.replay import Request, replay
+
+
+def _simulate(policy_name: str, seq: list[int], capacity: int) -> list[int]:
+    """Drive a policy as a cache would; return the evicted keys in order."""
+    policy = make_policy(policy_name, capacity)
+    cached: set[int] = set()
+    evicted = []
+    for k in seq:
+        if k in cached:
+            policy.access(k)
+            continue
+        while len(cached) >= capacity:
+            v = policy.victim(lambda _k: False)
+            assert v in cached
+            policy.evict(v)
+            cached.discard(v)  # type: ignore[arg-type]
+            evicted.append(v)
+        cached.add(k)
+        policy.insert(k)
+    assert len(policy) == len(cached)
+    return evicted  # type: ignore[return-value]
+
+
+def _reference_lru(seq: list[int], capacity: int) -> list[int]:
+    order: list[int] = []
+    evicted = []
+    for k in seq:
+        if k in order:
+            order.remove(k)
+        elif len(order) >= capacity:
+            evicted.append(order.pop(0))
+        order.append(k)
+    return evicted
+
+
+def _reference_lfu(seq: list[int], capacity: int) -> list[int]:
+    freq: dict[int, int] = {}
+    last: dict[int, int] = {}
+    evicted = []
+    for t, k in enumerate(seq):
+        if k in freq:
+            freq[k] += 1
+        else:
+            if len(freq) >= capacity:
+                v = min(freq, key=lambda x: (freq[x], last[x]))
+                evicted.append(v)
+                del freq[v], last[v]
+            freq[k] = 1
+        last[k] = t
+    return evicted
+
+
+@pytest.mark.parametrize(
+    "name,reference", [("lru", _reference_lru), ("lfu", _reference_lfu), ("prefix-lru", _reference_lru)]
+)
+def test_policies_match_their_reference(name, reference, seed) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    for _ in range(30):
+        seq = [rng.randrange(12) for _ in range(200)]
+        cap = rng.randrange(1, 8)
+        assert _simulate(name, seq, cap) == reference(seq, cap)
+
+
+@pytest.mark.parametrize("name", ["s3fifo", "arc"])
+def test_scan_resistant_policies_keep_a_hot_set_through_a_scan(name) -> None:  # type: ignore[no-untyped-def]
+    hot = list(range(5))
+    seq = hot * 6 + list(range(100, 160)) + hot  # a one-time scan of 60 keys between uses
+    evicted = _simulate(name, seq, 16)
+    assert not set(hot) & set(evicted), name
+    assert set(hot) & set(_simulate("lru", seq, 16))  # LRU loses them
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_skipped_keys_are_never_victims(name, seed) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    policy = make_policy(name, 16)
+    keys = list(range(40))
+    for k in keys:
+        policy.insert(k)
+    pinned = set(rng.sample(keys, 20))
+    for _ in range(20):
+        v = policy.victim(pinned.__contains__)
+        assert v is not None and v not in pinned
+        policy.evict(v)
+    assert policy.victim(pinned.__contains__) is None  # only pinned keys left
+
+
+def _tree_trace(rng: random.Random, n: int) -> list[Request]:
+    """Random conversations: each request extends an earlier chain or starts a new one."""
+    chains: list[tuple[int, ...]] = []
+    next_id = 0
+    out = []
+    for t in range(n):
+        base = rng.choice(chains)[: rng.randrange(1, 6)] if chains and rng.random() < 0.7 else ()
+        new = tuple(range(next_id, next_id + rng.randrange(1, 5)))
+        next_id += len(new)
+        chain = base + new
+        chains.append(chain)
+        out.append(Request(t, 512 * len(chain), chain))
+    return out
+
+
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-sfl"])
+def test_prefix_policies_keep_every_cached_block_s_parent(name, seed) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    trace = _tree_trace(rng, 300)
+    policy = make_policy(name, 30)
+    parent_of = {h: (r.hash_ids[i - 1] if i else None) for r in trace for i, h in enumerate(r.hash_ids)}
+    cached: set[int] = set()
+    for req in trace:
+        in_use = set(req.hash_ids)
+        prev = None
+        for h in req.hash_ids:
+            if h in cached:
+                policy.access(h)
+            else:
+                while len(cached) >= 30:
+                    v = policy.victim(in_use.__contains__)
+                    assert v is not None
+                    assert not any(parent_of[c] == v for c in cached), "evicted a block with cached children"
+                    policy.evict(v)
+                    cached.discard(v)  # type: ignore[arg-type]
+                cached.add(h)
+                policy.insert(h, prev)
+            prev = h
+        for c in cached:
+            assert parent_of[c] is None or parent_of[c] in cached, "a cached block lost its parent"
+
+
+def _brute_force_hits(seq: list[int], capacity: int) -> int:
+    @cache
+    def best(i: int, cache: frozenset[int]) -> int:
+        if i == len(seq):
+            return 0
+        k = seq[i]
+        if k in cache:
+            return 1 + best(i + 1, cache)
+        options = [best(i + 1, cache)]  # bypass: do not cache it
+        if len(cache) < capacity:
+            options.append(best(i + 1, cache | {k}))
+        else:
+            options += [best(i + 1, (cache - {v}) | {k}) for v in cache]
+        return max(options)
+
+    return best(0, frozenset())
+
+
+def test_opt_matches_brute_force(seed) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    for _ in range(40):
+        seq = [rng.randrange(5) for _ in range(rng.randrange(4, 13))]
+        cap = rng.randrange(1, 4)
+        trace = [Request(t, 512, (k,)) for t, k in enumerate(seq)]
+        assert replay(trace, "opt", cap).block_hits == _brute_force_hits(seq, cap), (seq, cap)
+
+
+def test_opt_bounds_every_online_policy(seed) -> None:  # type: ignore[no-untyped-def]
+    trace = _tree_trace(random.Random(seed), 400)
+    opt = replay(trace, "opt", 40).block_hits
+    for name in POLICIES:
+        assert replay(trace, name, 40).block_hits <= opt, name
+
+
+def test_seen_twice_admission_writes_fewer_blocks(seed) -> None:  # type: ignore[no-untyped-def]
+    trace = _tree_trace(random.Random(seed), 400)
+    every = replay(trace, "lru", 30, admission=None)
+    twice = replay(trace, "lru", 30, admission=SeenTwice())
+    assert every.block_hits == twice.block_hits  # admission to cold does not change the hot cache
+    assert twice.cold_writes > 0
+    from memstore.admission import AdmitAll
+
+    assert replay(trace, "lru", 30, admission=AdmitAll()).cold_writes > twice.cold_writes
