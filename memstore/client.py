@@ -141,6 +141,17 @@ def _namespace_request(
 _TIER_NAMES = {pb.TIER_NONE: None, pb.HOT: "hot", pb.WARM: "warm", pb.COLD: "cold"}
 
 
+_PREFETCH_MODES = {"wait_complete": pb.WAIT_COMPLETE, "best_effort": pb.BEST_EFFORT, "timeout": pb.TIMEOUT}
+
+
+def _prefetch_request(keys: Iterable[bytes], ns: str, mode: str, wait: float | None) -> bytes:
+    if mode not in _PREFETCH_MODES:
+        raise ValueError(f"mode is one of {sorted(_PREFETCH_MODES)}, not {mode!r}")
+    return pb.PrefetchRequest(
+        namespace=ns, keys=list(keys), mode=_PREFETCH_MODES[mode], timeout_ms=int((wait or 0) * 1000)
+    ).SerializeToString()
+
+
 def _keys_request(keys: Iterable[bytes], ns: str) -> bytes:
     return pb.KeysRequest(namespace=ns, keys=list(keys)).SerializeToString()
 
@@ -606,14 +617,30 @@ class Client(_ClientBase):
         raw = self._call(lambda t: self._lookup(req, timeout=t), timeout)
         return [_TIER_NAMES[t] for t in pb.LookupResponse.FromString(raw).tiers]
 
-    def prefetch(self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None) -> int:
-        """Promote keys toward the hot tier ahead of a get; returns how many are in hot afterwards."""
-        req = _keys_request(keys, ns)
+    def prefetch(
+        self,
+        keys: Iterable[bytes],
+        *,
+        ns: str = "default",
+        mode: str = "wait_complete",
+        wait: float | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Promote keys toward the hot tier ahead of a get; returns how many are in hot when it returns.
+
+        ``mode``: "wait_complete", "best_effort" (returns at once) or "timeout" (waits at most ``wait`` s).
+        """
+        req = _prefetch_request(keys, ns, mode, wait)
         return int(
             pb.PrefetchResponse.FromString(
                 self._call(lambda t: self._prefetch(req, timeout=t), timeout)
             ).in_hot
         )
+
+    def hint(self, *, ns: str = "default", prefix: bytes = b"", timeout: float | None = None) -> None:
+        """Tell the server a namespace (or its keys starting with ``prefix``) is about to be used."""
+        req = pb.PrefetchRequest(namespace=ns, hint=True, prefix=prefix).SerializeToString()
+        self._call(lambda t: self._prefetch(req, timeout=t), timeout)
 
     def pin(
         self, keys: Iterable[bytes], *, ns: str = "default", unpin: bool = False, timeout: float | None = None

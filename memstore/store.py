@@ -55,6 +55,8 @@ from memstore.errors import (
 )
 from memstore.hot import HotArena, HotEntry, remove_stale_segment
 from memstore.policy import EvictionPolicy, make_policy
+from memstore.prefetch import Mode as PrefetchMode
+from memstore.prefetch import Prefetcher, PrefetchTask
 from memstore.record import (
     RecordMeta,
     check_array_meta,
@@ -254,6 +256,7 @@ class TieredStore:
         self._cold_policy: EvictionPolicy = make_policy(policy)
         self._pinned: set[bytes] = set()
         self._reservations: dict[int, Reservation] = {}
+        self._prefetched: set[bytes] = set()  # promoted by a prefetch and not read since
         self._stats = {"hot": TierStats(), "warm": TierStats(), "cold": TierStats()}
         self._next_tag = 0
 
@@ -262,6 +265,7 @@ class TieredStore:
         self._load_namespaces()
         self._load_cold_index()
 
+        self._prefetcher = Prefetcher(self._prefetch_one)
         self._compact_queue: deque[bytes] = deque()
         self._compact_cond = threading.Condition(self._lock)
         self._compactor: threading.Thread | None = None
@@ -436,13 +440,20 @@ class TieredStore:
             self._wait([(fk, fut)], persistent=namespace.persistent)
         return existed
 
-    def tiers_of(self, keys: Iterable[bytes], *, ns: str = "default") -> list[str | None]:
-        """The highest tier holding each key ("hot", "warm", "cold"), or None; reads nothing."""
+    def tiers_of(
+        self, keys: Iterable[bytes], *, ns: str = "default", lookahead: bool = False
+    ) -> list[str | None]:
+        """The highest tier holding each key ("hot", "warm", "cold"), or None; reads nothing.
+
+        With ``lookahead``, the keys of the leading run (a cached prefix) that sit in warm or cold are
+        promoted in the background, ahead of the get that usually follows a lookup.
+        """
+        keys = list(keys)
         namespace = self._ns(ns)
         fks = [namespace.prefix + _check_key(k) for k in keys]
         with self._lock:
             self._check_open()
-            return [
+            tiers = [
                 "hot"
                 if fk in self._hot_index
                 else "warm"
@@ -452,22 +463,58 @@ class TieredStore:
                 else None
                 for fk in fks
             ]
+        if lookahead:
+            lead = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
+            below = [k for k, t in zip(keys[:lead], tiers[:lead], strict=True) if t in ("warm", "cold")]
+            if below:
+                self.prefetch(below, ns=ns, mode="best_effort")
+        return tiers
 
-    def prefetch(self, keys: Iterable[bytes], *, ns: str = "default") -> int:
-        """Promote the listed keys toward hot ahead of a get; returns how many are now in hot."""
+    def prefetch(
+        self,
+        keys: Iterable[bytes],
+        *,
+        ns: str = "default",
+        mode: PrefetchMode = "wait_complete",
+        timeout: float | None = None,
+    ) -> PrefetchTask:
+        """Promote keys toward hot ahead of their get, on the background workers (see ``memstore.prefetch``).
+
+        Returns the task: ``promoted`` counts keys this task moved into hot; ``cancel()`` stops it.
+        Prefetched keys that are then read count as used, those demoted unread as wasted (``stats()``).
+        """
         namespace = self._ns(ns)
-        moved = 0
-        for key in keys:
-            fk = namespace.prefix + _check_key(key)
-            with self._lock:
-                self._check_open()
-                if fk in self._hot_index:
-                    moved += 1
-                    continue
-            if self._get(namespace, fk, promote=True) is not None:
-                with self._lock:
-                    moved += fk in self._hot_index
-        return moved
+        fks = [namespace.prefix + _check_key(k) for k in keys]
+        with self._lock:
+            self._check_open()
+            self._stats["hot"].extra["prefetch_issued"] = self._stats["hot"].extra.get(
+                "prefetch_issued", 0
+            ) + len(fks)
+        return self._prefetcher.submit(fks, mode, timeout)
+
+    def hint(self, *, ns: str = "default", prefix: bytes = b"", limit: int = 4096) -> PrefetchTask:
+        """The namespace (or its keys starting with ``prefix``) is about to be used: promote, best effort."""
+        namespace = self._ns(ns)
+        start = namespace.prefix + prefix
+        with self._lock:
+            self._check_open()
+            fks = [
+                fk for index in (self._warm_index, self._cold_index) for fk in index if fk.startswith(start)
+            ]
+        return self._prefetcher.submit(fks[:limit], "best_effort")
+
+    def _prefetch_one(self, fk: bytes) -> bool:
+        """Worker side: bring one key into hot; True if this call moved it there."""
+        ns = self._ns_by_prefix.get(fk[: 1 + fk[0]])
+        with self._lock:
+            if self._closed or ns is None or fk in self._hot_index:
+                return False
+        self._get(ns, fk, promote=True, count=False)
+        with self._lock:
+            if fk in self._hot_index:
+                self._prefetched.add(fk)
+                return True
+            return False
 
     def delete_namespace(self, name: str) -> int:
         """Remove a namespace and every record in it; returns how many records were removed."""
@@ -574,6 +621,7 @@ class TieredStore:
                 return
             self._closed = True
             self._compact_cond.notify_all()
+        self._prefetcher.close()
         if self._compactor is not None:
             self._compactor.join()
         with self._lock:
@@ -788,11 +836,15 @@ class TieredStore:
 
     # ---- get path -------------------------------------------------------------------------------
 
-    def _get(self, ns: Namespace, fk: bytes, promote: bool) -> Value | None:
+    def _get(self, ns: Namespace, fk: bytes, promote: bool, count: bool = True) -> Value | None:
         with self._lock:
             self._check_open()
             self._reconcile()
-            self._admission.seen(fk)
+            if count:
+                self._admission.seen(fk)
+                if fk in self._prefetched and fk in self._hot_index:
+                    self._prefetched.discard(fk)
+                    self._bump("prefetch_used")
             entry = self._hot_index.get(fk)
             copy: bytes | bytearray | None = None
             if entry is not None:
@@ -962,6 +1014,9 @@ class TieredStore:
                 self._insert_warm(fk, WarmEntry(record, entry.meta, clean=False, compressed=False))
         del self._hot_index[fk]
         self._hot_policy.evict(fk)
+        if fk in self._prefetched:
+            self._prefetched.discard(fk)
+            self._bump("prefetch_wasted")
         self._hot.release(entry)
         self._stats["hot"].demotions += 1
         return True
@@ -1094,6 +1149,10 @@ class TieredStore:
             ):
                 meta, _ = parse_record(value)
                 self._insert_warm(fk, WarmEntry(value, meta.with_codec(RAW.id), clean=False, compressed=True))
+
+    def _bump(self, name: str) -> None:
+        extra = self._stats["hot"].extra
+        extra[name] = extra.get(name, 0) + 1
 
     def _check_open(self) -> None:
         if self._closed:

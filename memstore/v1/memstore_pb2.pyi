@@ -25,6 +25,12 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOT: _ClassVar[Tier]
     WARM: _ClassVar[Tier]
     COLD: _ClassVar[Tier]
+
+class PrefetchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WAIT_COMPLETE: _ClassVar[PrefetchMode]
+    BEST_EFFORT: _ClassVar[PrefetchMode]
+    TIMEOUT: _ClassVar[PrefetchMode]
 DURABILITY_UNSPECIFIED: Durability
 CACHE: Durability
 PERSISTENT: Durability
@@ -35,6 +41,9 @@ TIER_NONE: Tier
 HOT: Tier
 WARM: Tier
 COLD: Tier
+WAIT_COMPLETE: PrefetchMode
+BEST_EFFORT: PrefetchMode
+TIMEOUT: PrefetchMode
 
 class CreateNamespaceRequest(_message.Message):
     __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout")
@@ -282,11 +291,29 @@ class LookupResponse(_message.Message):
     tiers: _containers.RepeatedScalarFieldContainer[Tier]
     def __init__(self, tiers: _Optional[_Iterable[_Union[Tier, str]]] = ...) -> None: ...
 
+class PrefetchRequest(_message.Message):
+    __slots__ = ("namespace", "keys", "mode", "timeout_ms", "hint", "prefix")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    mode: PrefetchMode
+    timeout_ms: int
+    hint: bool
+    prefix: bytes
+    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., mode: _Optional[_Union[PrefetchMode, str]] = ..., timeout_ms: _Optional[int] = ..., hint: _Optional[bool] = ..., prefix: _Optional[bytes] = ...) -> None: ...
+
 class PrefetchResponse(_message.Message):
-    __slots__ = ("in_hot",)
+    __slots__ = ("in_hot", "done")
     IN_HOT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
     in_hot: int
-    def __init__(self, in_hot: _Optional[int] = ...) -> None: ...
+    done: bool
+    def __init__(self, in_hot: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class PinRequest(_message.Message):
     __slots__ = ("namespace", "keys", "unpin")

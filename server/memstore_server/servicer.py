@@ -24,6 +24,7 @@ from memstore import TieredStore
 from memstore.errors import InvalidValueError
 from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
+from memstore.prefetch import Mode as PrefetchMode
 from memstore.store import Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
@@ -39,6 +40,11 @@ _DURABILITY: dict[int, Durability] = {
     pb.PERSISTENT: "persistent",
 }
 _TIERS = {None: pb.TIER_NONE, "hot": pb.HOT, "warm": pb.WARM, "cold": pb.COLD}
+_PREFETCH_MODES: dict[int, PrefetchMode] = {
+    pb.WAIT_COMPLETE: "wait_complete",
+    pb.BEST_EFFORT: "best_effort",
+    pb.TIMEOUT: "timeout",
+}
 _PUT_BATCH_BYTES = 64 << 20  # values are handed to the store in batches of about this size
 
 
@@ -254,15 +260,22 @@ class StoreService:
     @_handler
     def lookup(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = _parse(pb.KeysRequest, raw)
-        tiers = self.store.tiers_of(req.keys, ns=_ns(req.namespace))
+        tiers = self.store.tiers_of(req.keys, ns=_ns(req.namespace), lookahead=True)
         return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
 
     @_handler
     def prefetch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.KeysRequest, raw)
-        return pb.PrefetchResponse(
-            in_hot=self.store.prefetch(req.keys, ns=_ns(req.namespace))
-        ).SerializeToString()
+        req = _parse(pb.PrefetchRequest, raw)
+        ns = _ns(req.namespace)
+        if req.hint:
+            task = self.store.hint(ns=ns, prefix=req.prefix)
+        else:
+            mode = _PREFETCH_MODES.get(req.mode)
+            if mode is None:
+                raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown prefetch mode {req.mode}")
+            task = self.store.prefetch(req.keys, ns=ns, mode=mode, timeout=req.timeout_ms / 1000)
+        in_hot = sum(t == "hot" for t in self.store.tiers_of(req.keys, ns=ns)) if req.keys else 0
+        return pb.PrefetchResponse(in_hot=in_hot, done=task.done()).SerializeToString()
 
     @_handler
     def pin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
