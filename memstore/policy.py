@@ -12,9 +12,8 @@ predicate the caller passes in. Policies register in ``POLICIES`` by name.
 - ``arc``: ARC (Megiddo and Modha, FAST'03): recency and frequency lists sized by ghost hits.
 - ``prefix-lru``: evicts only leaves of the prefix tree (a chain loses its tail before its parents, as
   radix-tree caches do), least recently used leaf first.
-- ``prefix-sfl`` (this project's): prefix-closed like ``prefix-lru``, and among leaves it evicts by a
-  score that adds a decaying count of past hits to recency, so shared heads and blocks that came back
-  outlive one-off tails. See ``PrefixSFL``.
+- ``prefix-slru`` (this project's): probation and protected segments with a ghost list, leaves of the
+  prefix tree first. See ``PrefixSLRU``.
 """
 
 from __future__ import annotations
@@ -362,46 +361,83 @@ class PrefixLRU(_PrefixTree):
         return float(self._tick())
 
 
-class PrefixSFL(_PrefixTree):
-    """Prefix-closed; among leaves, evicts by recency adjusted for hits and depth ("shared, frequent, leaf").
+class PrefixSLRU:
+    """This project's policy for prefix caching: a segmented LRU with a ghost list, leaves first.
 
-    A leaf's score is the time of its last use, plus a bonus per past hit (a block that came back once
-    comes back again far more often than a fresh one: most blocks are never reused), minus a penalty
-    for depth in its chain (a prefix hit needs every block above it, so shallow blocks serve more
-    requests per byte). Scores are fixed at each use while the clock runs on, so unused blocks age out.
-    Both weights are in units of the cache's capacity (and depth in units of the mean depth seen so far),
-    so nothing is fitted to one trace.
+    What the traces teach: most blocks are never read again, and a block that came back once comes back
+    far more often than a fresh one (in the Mooncake conversation trace, OPT's hits are mostly on blocks
+    already reused). So new blocks enter a probation segment; a hit, or a re-insertion of a block that
+    probation evicted recently (the ghost list remembers as many keys as the cache holds), moves it to a
+    protected segment. Eviction takes from probation while protected holds at least half the keys, and
+    in each segment prefers leaves of the prefix tree, so a chain loses its tail before its head (a
+    prefix hit needs every block above it). Sizes are fractions of the keys tracked: nothing is fitted
+    to one trace, and the store can use it on byte-budgeted tiers.
     """
 
-    name = "prefix-sfl"
-    HIT_BONUS = 0.5  # capacities of recency per past hit (at most 4 hits count)
-    DEPTH_PENALTY = 0.125  # capacities of recency per mean depth
+    name = "prefix-slru"
+    PROTECTED = 0.5
 
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        super().__init__(capacity)
-        self.capacity = max(1, capacity)
-        self._hits: dict[Hashable, int] = {}
-        self._depth: dict[Hashable, int] = {}
-        self._mean_depth = 1.0
+    def __init__(self, capacity: int = 0) -> None:
+        self._probation: OrderedDict[Hashable, None] = OrderedDict()
+        self._protected: OrderedDict[Hashable, None] = OrderedDict()
+        self._ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._parent: dict[Hashable, Hashable] = {}
+        self._children: dict[Hashable, int] = {}
+
+    def _tracked(self, key: Hashable) -> bool:
+        return key in self._probation or key in self._protected
 
     def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
-        depth = self._depth.get(parent, -1) + 1 if parent is not None and parent in self._score else 0
-        self._depth[key] = depth
-        self._mean_depth += (depth - self._mean_depth) / 1024  # running mean over recent inserts
-        super().insert(key, parent)
+        self.remove(key)
+        if parent is not None and self._tracked(parent):
+            self._parent[key] = parent
+            self._children[parent] = self._children.get(parent, 0) + 1
+        if key in self._ghost:  # evicted from probation recently and wanted again: it is a reused block
+            del self._ghost[key]
+            self._protected[key] = None
+        else:
+            self._probation[key] = None
 
-    def score(self, key: Hashable, hit: bool) -> float:
-        hits = self._hits.get(key, 0) + (1 if hit else 0)
-        self._hits[key] = hits
-        depth = self._depth.get(key, 0) / max(self._mean_depth, 1.0)
-        return self._tick() + self.capacity * (self.HIT_BONUS * min(hits, 4) - self.DEPTH_PENALTY * depth)
+    def access(self, key: Hashable) -> None:
+        if key in self._probation:
+            del self._probation[key]
+            self._protected[key] = None
+        elif key in self._protected:
+            self._protected.move_to_end(key)
 
     def remove(self, key: Hashable) -> None:
-        self._hits.pop(key, None)
-        self._depth.pop(key, None)
-        super().remove(key)
+        self._probation.pop(key, None)
+        self._protected.pop(key, None)
+        parent = self._parent.pop(key, None)
+        if parent is not None:
+            self._children[parent] -= 1
+            if not self._children[parent]:
+                del self._children[parent]
 
-    evict = remove
+    def evict(self, key: Hashable) -> None:
+        if key in self._probation:
+            self._ghost[key] = None
+            while len(self._ghost) > max(len(self), 1):
+                self._ghost.popitem(last=False)
+        self.remove(key)
+
+    def victim(self, skip: Skip) -> Hashable | None:
+        if len(self._protected) > self.PROTECTED * len(self):
+            segments = (self._protected, self._probation)
+        else:
+            segments = (self._probation, self._protected)
+        for leaves_only in (True, False):  # fall back to a non-leaf only when every leaf is skipped
+            for segment in segments:
+                for key in segment:
+                    if not skip(key) and not (leaves_only and key in self._children):
+                        return key
+        return None
+
+    def ordered(self) -> list[Hashable]:
+        return list(self._probation) + list(self._protected)
+
+    def __len__(self) -> int:
+        return len(self._probation) + len(self._protected)
 
 
 POLICIES: dict[str, Callable[[int], EvictionPolicy]] = {
@@ -410,12 +446,12 @@ POLICIES: dict[str, Callable[[int], EvictionPolicy]] = {
     "s3fifo": S3FIFO,
     "arc": ARC,
     "prefix-lru": PrefixLRU,
-    "prefix-sfl": PrefixSFL,
+    "prefix-slru": PrefixSLRU,
 }
 
 
 def make_policy(name: str, capacity: int = 1 << 16) -> EvictionPolicy:
-    """A policy by name; ``capacity`` (in entries) sizes ARC's lists and PrefixSFL's horizon."""
+    """A policy by name; ``capacity`` (in entries) sizes ARC's lists."""
     try:
         return POLICIES[name](capacity)
     except KeyError:

@@ -112,7 +112,7 @@ def _tree_trace(rng: random.Random, n: int) -> list[Request]:
     return out
 
 
-@pytest.mark.parametrize("name", ["prefix-lru", "prefix-sfl"])
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-slru"])
 def test_prefix_policies_keep_every_cached_block_s_parent(name, seed) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     trace = _tree_trace(rng, 300)
