@@ -109,6 +109,16 @@ class LocalArena:
             return None
         return meta if self.generation(slot) == generation else None
 
+    def header_meta(self, slot: int, offset: int, length: int, generation: int) -> RecordMeta | None:
+        """A record's metadata after its header checks, without hashing the payload."""
+        if slot >= self.slot_count or offset + length > len(self.view) or self.generation(slot) != generation:
+            return None
+        try:
+            meta, _, _, _ = split_record(self.view[offset : offset + length])
+        except CorruptRecordError:
+            return None
+        return meta
+
     def write(self, offset: int, data: memoryview) -> None:
         self.view[offset : offset + len(data)] = data
 
