@@ -39,8 +39,8 @@ def test_load_into_cpu_tensors(target, local, seed) -> None:  # type: ignore[no-
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("pinned", [True, False])
-def test_load_into_cuda_tensors(target, seed, pinned) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("pinned,verify", [(True, True), (False, True), (True, False)])
+def test_load_into_cuda_tensors(target, seed, pinned, verify) -> None:  # type: ignore[no-untyped-def]
     from memstore.gpu import load_into_tensors
 
     rng = np.random.default_rng(seed)
@@ -48,7 +48,7 @@ def test_load_into_cuda_tensors(target, seed, pinned) -> None:  # type: ignore[n
     with Client(target, local="always") as c:
         c.put_many([(b"g%d" % i, b) for i, b in enumerate(blocks)])
         outs = [torch.empty(8, 1024, dtype=torch.int16, device="cuda") for _ in blocks]
-        sizes = load_into_tensors(c, [b"g%d" % i for i in range(8)], outs, pinned=pinned)
+        sizes = load_into_tensors(c, [b"g%d" % i for i in range(8)], outs, pinned=pinned, verify=verify)
         assert sizes == [blocks[0].nbytes] * 8
         for b, t in zip(blocks, outs, strict=True):
             assert np.array_equal(t.cpu().numpy().view(np.uint16), b)
