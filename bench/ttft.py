@@ -122,7 +122,7 @@ def _case(
     return {
         "model": name,
         "tokens": tokens,
-        "device": device,
+        "device": device + ("" if verify else " (no checksum)"),
         "prefill_ms": t_prefill * 1e3,
         "load_plus_suffix_ms": t_hit * 1e3,
         "loaded_tokens": n,
