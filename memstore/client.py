@@ -23,6 +23,7 @@ import numpy as np
 from memstore.errors import CapacityError, MemstoreError
 from memstore.local import LocalArena, LocalUnavailable, writable_bytes
 from memstore.record import raw_to_value, value_to_raw
+from memstore.store import TIER_COUNTERS
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK, Assembler, pack, parse_chunk, pieces
 
@@ -32,19 +33,7 @@ T = TypeVar("T")
 _SERVICE = "/memstore.v1.Store/"
 MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
 _DURABILITY = {"cache": pb.CACHE, "persistent": pb.PERSISTENT}
-_TIER_FIELDS = (
-    "items",
-    "bytes",
-    "capacity_bytes",
-    "hits",
-    "misses",
-    "demotions",
-    "evictions",
-    "promotions",
-    "checksum_failures",
-    "failed_demotions",
-    "compression_ratio",
-)
+_TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio")
 
 
 class RemoteError(MemstoreError):

@@ -158,19 +158,12 @@ class HotArena:
     def store(self, header: bytes, payload: memoryview, meta: RecordMeta, clean: bool) -> HotEntry | None:
         """Copy a record into the arena; None when no slot or contiguous block is free."""
         length = len(header) + len(payload)
-        alloc = max(ALIGN, length + (-length) % ALIGN)
-        if not self._free_slots:
+        got = self.reserve(length)
+        if got is None:
             return None
-        offset = self._alloc(alloc)
-        if offset is None:
-            return None
-        slot = self._free_slots.pop()
-        gen = self._begin(slot)
-        self.view[offset : offset + len(header)] = header
+        slot, offset, alloc = got
         self.view[offset + len(header) : offset + length] = payload
-        self._publish(slot, gen, offset, length, len(header), SLOT_LIVE)
-        self.used += alloc
-        return HotEntry(slot, offset, length, alloc, meta, clean)
+        return self.publish_reserved(slot, offset, alloc, header, length, meta, clean)
 
     def reserve(self, length: int) -> tuple[int, int, int] | None:
         """Take a slot and space for a record another process will write; the slot stays unstable (odd

@@ -167,6 +167,21 @@ class Reservation:
         return self.offset + self.header_len
 
 
+# The integer counters every tier reports in stats() (the service and clients carry the same names).
+TIER_COUNTERS = (
+    "items",
+    "bytes",
+    "capacity_bytes",
+    "hits",
+    "misses",
+    "demotions",
+    "evictions",
+    "promotions",
+    "checksum_failures",
+    "failed_demotions",
+)
+
+
 @dataclass(slots=True)
 class TierStats:
     hits: int = 0

@@ -25,7 +25,7 @@ from memstore.errors import InvalidValueError
 from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
 from memstore.prefetch import Mode as PrefetchMode
-from memstore.store import Durability, HotLocation
+from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
 from memstore_server.errors import Abort, status_for
@@ -230,21 +230,7 @@ class StoreService:
         tiers = [
             pb.TierStats(
                 name=name,
-                **{
-                    f: int(st[name][f])
-                    for f in (
-                        "items",
-                        "bytes",
-                        "capacity_bytes",
-                        "hits",
-                        "misses",
-                        "demotions",
-                        "evictions",
-                        "promotions",
-                        "checksum_failures",
-                        "failed_demotions",
-                    )
-                },
+                **{f: int(st[name][f]) for f in TIER_COUNTERS},
                 compression_ratio=float(st[name]["compression_ratio"] or 0.0),
             )
             for name in ("hot", "warm", "cold")
