@@ -48,8 +48,10 @@ def commit() -> str:
         out = subprocess.run(
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         )
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        dirty = subprocess.run(  # results files themselves do not make the code dirty
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
