@@ -1,8 +1,9 @@
 """The service next to Redis, in one run: GB/s and ops/s for put and get over TCP and a unix socket.
 
 Both servers run in their own process on this machine; clients are threads of this process (one
-connection each): memstore through ``memstore.Client`` (gRPC, values streamed as raw bytes in about
-1 MiB messages), Redis through redis-py with hiredis. Small lookups compare ``get_many`` of 100 keys
+connection each): memstore through ``memstore.Client(local="never")`` (gRPC only: the shared-memory
+path is the transport benchmark's), values as raw bytes in about 1 MiB messages; Redis through redis-py
+with hiredis. Small lookups compare ``get_many`` of 100 keys
 with ``MGET`` of 100 keys.
 """
 
@@ -58,7 +59,7 @@ def _threaded(
 def _memstore_case(
     target: str, op: str, size: int, threads: int, payloads: list[bytes], seconds: float, rounds: int
 ) -> list[float]:
-    clients = [Client(target) for _ in range(threads)]
+    clients = [Client(target, local="never") for _ in range(threads)]
 
     def setup(t: int) -> Callable[[], int]:
         c = clients[t]
@@ -121,7 +122,7 @@ def _small_batches(
     keys = [b"small-%d" % i for i in range(1000)]
     values = [bytes([i % 251]) * 100 for i in range(1000)]
     out: dict[str, float] = {}
-    with Client(target) as c:
+    with Client(target, local="never") as c:
         c.put_many(list(zip(keys, values, strict=True)))
         state = {"i": 0}
 
