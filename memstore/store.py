@@ -714,11 +714,9 @@ class TieredStore:
         """Allocate arena space for a value another process on this host will write in place.
 
         The value becomes visible only at ``commit_put``; a reservation not committed within ``lease``
-        seconds is reclaimed. None when the arena cannot take it (use ``put``).
+        seconds is reclaimed. None when the arena cannot take it or the namespace is persistent (use ``put``).
         """
         namespace = self._ns(ns)
-        if namespace.persistent:
-            raise InvalidNamespaceError("local puts are for cache namespaces; use put() for persistent data")
         fk = namespace.prefix + _check_key(key)
         if not isinstance(nbytes, int) or nbytes < 0:
             raise InvalidValueError("the reserved size is a non-negative int")
@@ -728,8 +726,8 @@ class TieredStore:
         namespace.check_value(meta.dtype, meta.shape)
         check_array_meta(meta)
         header_len = len(pack_header(meta, b""))  # the header's size does not depend on the payload
-        if header_len + nbytes > self._hot_max_item():
-            return None
+        if namespace.persistent or header_len + nbytes > self._hot_max_item():
+            return None  # persistent data goes through put(): it is acknowledged after a synced commit
         with self._lock:
             self._check_open()
             self._reap_reservations()

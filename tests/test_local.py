@@ -180,3 +180,13 @@ def test_a_killed_writer_leaves_nothing_visible_and_no_leaked_space(served) -> N
     with pytest.raises(Exception, match="no open reservation"):
         store.commit_put(1)
     assert pb  # the protocol module is importable for clients in other processes
+
+
+def test_persistent_puts_from_a_local_client_go_through_a_synced_commit(served) -> None:  # type: ignore[no-untyped-def]
+    store, target = served
+    with Client(target, local="always") as c:
+        c.create_namespace("facts", durability="persistent")
+        c.put_many({b"a": b"1" * 1000, b"b": b"2"}, ns="facts")
+        assert c.get_many([b"a", b"b"], ns="facts") == [b"1" * 1000, b"2"]
+    assert store.tiers_of([b"a", b"b"], ns="facts") == ["hot", "hot"]
+    assert store.stats()["cold"]["items"] >= 2  # written to LMDB before the put returned
