@@ -433,6 +433,21 @@ class TieredStore:
         namespace = self._ns(ns)
         return [self._get(namespace, namespace.prefix + _check_key(k), promote) for k in keys]
 
+    def keys(self, *, ns: str = "default", prefix: bytes = b"") -> list[bytes]:
+        """Every key of a namespace that starts with ``prefix``, sorted (reads no values)."""
+        namespace = self._ns(ns)
+        start = namespace.prefix + prefix
+        cut = len(namespace.prefix)
+        with self._lock:
+            self._check_open()
+            found = {
+                fk
+                for index in (self._hot_index, self._warm_index, self._cold_index)
+                for fk in index
+                if fk.startswith(start)
+            }
+        return sorted(fk[cut:] for fk in found)
+
     def contains(self, key: bytes, *, ns: str = "default") -> bool:
         namespace = self._ns(ns)
         fk = namespace.prefix + _check_key(key)

@@ -1,0 +1,532 @@
+"""Agent memory: namespaced, versioned, searchable records kept in a persistent namespace of the store.
+
+A record lives at (namespace, key), the namespace a tuple of strings such as ("user-1", "agent-a",
+"facts"). It holds a JSON value and/or text, metadata, tags, an optional embedding, created and updated
+times, an optional TTL and validity interval, and a version. Writes are acknowledged after a synced
+LMDB commit (the store's ``persistent`` class) and records are never evicted for space; hot records are
+also cached in the store's hot and warm tiers like any other value.
+
+Layout in the store (namespace ``memory``): the current version of a record under
+``r/<tenant>/<ns parts joined by 0x1f>/0x00<key>``, every earlier version under ``h/...0x00<key>0x00<ver>``
+(8 bytes, big-endian). Each value is a 4-byte JSON length, the JSON, then the embedding as float32.
+An in-memory index of the live records (metadata, text, embeddings) serves list and search; it is
+rebuilt from the store at open.
+
+Notes on threads: one lock guards the index; the store does its own locking. TTL refreshes on read
+are kept in memory and written with the record's next update (a restart may expire a record that was
+only read since its last write, never keep one longer than its TTL).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import math
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from memstore.errors import InvalidValueError, MemstoreError
+from memstore.store import TieredStore
+
+SEP = "\x1f"
+NS = "memory"
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class VersionConflict(MemstoreError):
+    """``if_version`` did not match the record's current version; nothing was written."""
+
+
+@dataclass
+class MemoryRecord:
+    namespace: tuple[str, ...]
+    key: str
+    value: Any = None
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    ttl: float | None = None
+    expires_at: float | None = None
+    valid_from: float | None = None
+    valid_to: float | None = None
+    version: int = 0
+    deleted: bool = False
+    content_hash: str = ""
+    score: float | None = None  # set by search
+
+    def _json(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "namespace",
+                "key",
+                "value",
+                "text",
+                "metadata",
+                "tags",
+                "created_at",
+                "updated_at",
+                "ttl",
+                "expires_at",
+                "valid_from",
+                "valid_to",
+                "version",
+                "deleted",
+                "content_hash",
+            )
+        }
+
+    def encode(self) -> bytes:
+        doc = json.dumps(self._json(), separators=(",", ":")).encode()
+        emb = b"" if self.embedding is None else np.asarray(self.embedding, dtype="<f4").tobytes()
+        return struct.pack("<I", len(doc)) + doc + emb
+
+    @classmethod
+    def decode(cls, raw: bytes) -> MemoryRecord:
+        (n,) = struct.unpack_from("<I", raw)
+        doc = json.loads(raw[4 : 4 + n])
+        doc["namespace"] = tuple(doc["namespace"])
+        emb = raw[4 + n :]
+        return cls(**doc, embedding=np.frombuffer(emb, dtype="<f4").copy() if emb else None)
+
+
+def _check_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
+    ns = tuple(namespace)
+    if not ns or not all(isinstance(p, str) and p and SEP not in p and "\x00" not in p for p in ns):
+        raise InvalidValueError(
+            "a namespace is a non-empty tuple of non-empty strings without \\x1f or \\x00"
+        )
+    return ns
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+# ---- filters ----------------------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "$eq": lambda a, b: a == b,
+    "$ne": lambda a, b: a != b,
+    "$in": lambda a, b: a in b,
+    "$nin": lambda a, b: a not in b,
+    "$gt": lambda a, b: a is not None and a > b,
+    "$gte": lambda a, b: a is not None and a >= b,
+    "$lt": lambda a, b: a is not None and a < b,
+    "$lte": lambda a, b: a is not None and a <= b,
+}
+
+
+def matches(record: MemoryRecord, flt: dict[str, Any] | None) -> bool:
+    """Filter language: {"field": value} (equality on metadata), {"field": {"$ne"|"$in"|"$nin"|"$gt"|
+    "$gte"|"$lt"|"$lte": v}}, {"$and": [...]}, {"$or": [...]}, {"$not": {...}}, {"$tags": [all of]}."""
+    if not flt:
+        return True
+    for name, cond in flt.items():
+        if name == "$and":
+            ok = all(matches(record, f) for f in cond)
+        elif name == "$or":
+            ok = any(matches(record, f) for f in cond)
+        elif name == "$not":
+            ok = not matches(record, cond)
+        elif name == "$tags":
+            ok = set(cond) <= set(record.tags)
+        elif isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
+            have = record.metadata.get(name)
+            for op in cond:
+                if op not in _OPS:
+                    raise InvalidValueError(f"unknown filter operator {op!r}")
+            ok = all(_OPS[op](have, arg) for op, arg in cond.items())
+        else:
+            ok = record.metadata.get(name) == cond
+        if not ok:
+            return False
+    return True
+
+
+# ---- the store --------------------------------------------------------------------------------------
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        store: TieredStore,
+        *,
+        tenant: str = "default",
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float | None = 1.0,
+    ) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.clock = clock
+        self._lock = threading.RLock()
+        store.create_namespace(NS, durability="persistent")
+        self._live: dict[tuple[tuple[str, ...], str], MemoryRecord] = {}
+        self._history: dict[tuple[tuple[str, ...], str], builtins.list[int]] = {}
+        self._load()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if sweep_interval:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, args=(sweep_interval,), daemon=True, name="memstore-memory-sweeper"
+            )
+            self._sweeper.start()
+
+    # ---- keys -----------------------------------------------------------------------------------
+
+    def _prefix(self, kind: str) -> bytes:
+        return f"{kind}/{self.tenant}/".encode()
+
+    def _key(self, kind: str, ns: tuple[str, ...], key: str, version: int | None = None) -> bytes:
+        k = self._prefix(kind) + SEP.join(ns).encode() + b"\x00" + key.encode()
+        if version is not None:
+            k += b"\x00" + version.to_bytes(8, "big")
+        if len(k) > 400:
+            raise InvalidValueError("namespace and key are too long together (400 bytes at most)")
+        return k
+
+    def _load(self) -> None:
+        for raw_key in self.store.keys(ns=NS, prefix=self._prefix("r")):
+            value = self.store.get(raw_key, ns=NS, promote=False)
+            if value is not None:
+                rec = MemoryRecord.decode(value)
+                self._live[(rec.namespace, rec.key)] = rec
+        for raw_key in self.store.keys(ns=NS, prefix=self._prefix("h")):
+            body = raw_key[len(self._prefix("h")) :]
+            ns_part, key_part, ver = body.split(b"\x00", 2)
+            ident = (tuple(ns_part.decode().split(SEP)), key_part.decode())
+            self._history.setdefault(ident, []).append(int.from_bytes(ver, "big"))
+        for versions in self._history.values():
+            versions.sort()
+
+    # ---- writes ---------------------------------------------------------------------------------
+
+    def put(
+        self,
+        namespace: Sequence[str],
+        key: str,
+        value: Any = None,
+        *,
+        text: str | None = None,
+        embedding: Sequence[float] | np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        valid_from: float | None = None,
+        valid_to: float | None = None,
+        dedup: bool = False,
+    ) -> int:
+        """Upsert one record; returns its new version (the current one when ``dedup`` finds it unchanged)."""
+        return self.put_many(
+            [
+                dict(
+                    namespace=namespace,
+                    key=key,
+                    value=value,
+                    text=text,
+                    embedding=embedding,
+                    metadata=metadata,
+                    tags=tags,
+                    ttl=ttl,
+                    if_version=if_version,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    dedup=dedup,
+                )
+            ]
+        )[0]
+
+    def put_many(self, items: Iterable[dict[str, Any]]) -> builtins.list[int]:
+        """Upsert several records in one synced commit; all or nothing for version conflicts."""
+        now = self.clock()
+        writes: builtins.list[tuple[bytes, bytes]] = []
+        staged: builtins.list[MemoryRecord] = []
+        versions: builtins.list[int] = []
+        with self._lock:
+            for item in items:
+                ns = _check_namespace(item["namespace"])
+                key = item["key"]
+                if not isinstance(key, str) or not key or "\x00" in key:
+                    raise InvalidValueError("a key is a non-empty string without \\x00")
+                old = self._live.get((ns, key))
+                current = old.version if old is not None and not old.deleted else 0
+                if item.get("if_version") is not None and item["if_version"] != current:
+                    raise VersionConflict(f"{ns}/{key} is at version {current}, not {item['if_version']}")
+                emb = item.get("embedding")
+                rec = MemoryRecord(
+                    namespace=ns,
+                    key=key,
+                    value=item.get("value"),
+                    text=item.get("text"),
+                    metadata=dict(item.get("metadata") or {}),
+                    tags=sorted(set(item.get("tags") or ())),
+                    embedding=None if emb is None else np.asarray(emb, dtype=np.float32).reshape(-1),
+                    created_at=old.created_at if old is not None and not old.deleted else now,
+                    updated_at=now,
+                    ttl=item.get("ttl"),
+                    valid_from=item.get("valid_from"),
+                    valid_to=item.get("valid_to"),
+                )
+                rec.expires_at = now + rec.ttl if rec.ttl else None
+                rec.content_hash = hashlib.sha256(
+                    json.dumps(
+                        [rec.value, rec.text, rec.metadata, rec.tags], sort_keys=True, default=str
+                    ).encode()
+                    + (rec.embedding.tobytes() if rec.embedding is not None else b"")
+                ).hexdigest()
+                if (
+                    item.get("dedup")
+                    and old is not None
+                    and not old.deleted
+                    and old.content_hash == rec.content_hash
+                ):
+                    versions.append(old.version)
+                    continue
+                rec.version = (old.version if old is not None else 0) + 1
+                if old is not None:
+                    writes.append((self._key("h", ns, key, old.version), old.encode()))
+                writes.append((self._key("r", ns, key), rec.encode()))
+                staged.append(rec)
+                versions.append(rec.version)
+            if writes:
+                self.store.put_many(writes, ns=NS)  # one synced commit for the batch
+            for rec in staged:
+                ident = (rec.namespace, rec.key)
+                old = self._live.get(ident)
+                if old is not None:
+                    self._history.setdefault(ident, []).append(old.version)
+                self._live[ident] = rec
+        return versions
+
+    def delete(self, namespace: Sequence[str], key: str, *, hard: bool = False) -> bool:
+        """Soft delete keeps the history (and records the deletion as a version); hard removes everything."""
+        ns = _check_namespace(namespace)
+        with self._lock:
+            old = self._live.get((ns, key))
+            if old is None or (old.deleted and not hard):
+                return False
+            if hard:
+                for v in self._history.pop((ns, key), []):
+                    self.store.delete(self._key("h", ns, key, v), ns=NS)
+                self.store.delete(self._key("r", ns, key), ns=NS)
+                del self._live[(ns, key)]
+                return True
+            tomb = replace(old, deleted=True, version=old.version + 1, updated_at=self.clock(), score=None)
+            self.store.put_many(
+                [
+                    (self._key("h", ns, key, old.version), old.encode()),
+                    (self._key("r", ns, key), tomb.encode()),
+                ],
+                ns=NS,
+            )
+            self._history.setdefault((ns, key), []).append(old.version)
+            self._live[(ns, key)] = tomb
+            return True
+
+    def revert(self, namespace: Sequence[str], key: str, version: int) -> int:
+        """Make an earlier version current again (as a new version); returns the new version."""
+        ns = _check_namespace(namespace)
+        old = next((r for r in self.history(ns, key) if r.version == version), None)
+        if old is None:
+            raise InvalidValueError(f"{ns}/{key} has no version {version}")
+        return self.put(
+            ns,
+            key,
+            old.value,
+            text=old.text,
+            embedding=old.embedding,
+            metadata=old.metadata,
+            tags=old.tags,
+            ttl=old.ttl,
+            valid_from=old.valid_from,
+            valid_to=old.valid_to,
+        )
+
+    # ---- reads ----------------------------------------------------------------------------------
+
+    def _alive(self, rec: MemoryRecord, now: float) -> bool:
+        return not rec.deleted and (rec.expires_at is None or rec.expires_at > now)
+
+    def get(self, namespace: Sequence[str], key: str) -> MemoryRecord | None:
+        """The current record, or None; a read refreshes the record's TTL."""
+        ns = _check_namespace(namespace)
+        now = self.clock()
+        with self._lock:
+            rec = self._live.get((ns, key))
+            if rec is None or not self._alive(rec, now):
+                return None
+            if rec.ttl:
+                rec.expires_at = now + rec.ttl
+            return replace(rec)
+
+    def history(self, namespace: Sequence[str], key: str) -> builtins.list[MemoryRecord]:
+        """Every version, oldest first, the current one (or its deletion) last."""
+        ns = _check_namespace(namespace)
+        with self._lock:
+            versions = list(self._history.get((ns, key), []))
+            current = self._live.get((ns, key))
+        out = []
+        for v in versions:
+            raw = self.store.get(self._key("h", ns, key, v), ns=NS, promote=False)
+            if raw is not None:
+                out.append(MemoryRecord.decode(raw))
+        if current is not None:
+            out.append(replace(current))
+        return out
+
+    def list(
+        self, namespace_prefix: Sequence[str] = (), *, cursor: str | None = None, limit: int = 100
+    ) -> tuple[builtins.list[MemoryRecord], str | None]:
+        """Records under a namespace prefix in (namespace, key) order, ``limit`` at a time; pass the returned
+        cursor back for the next page (None at the end)."""
+        prefix = tuple(namespace_prefix)
+        now = self.clock()
+        with self._lock:
+            idents = sorted(
+                i for i, r in self._live.items() if i[0][: len(prefix)] == prefix and self._alive(r, now)
+            )
+        if cursor is not None:
+            after = json.loads(cursor)
+            start = (tuple(after[0]), after[1])
+            idents = [i for i in idents if i > start]
+        page = idents[:limit]
+        with self._lock:
+            records = [replace(self._live[i]) for i in page if i in self._live]
+        nxt = json.dumps([list(page[-1][0]), page[-1][1]]) if len(idents) > limit else None
+        return records, nxt
+
+    def list_namespaces(
+        self, *, prefix: Sequence[str] = (), suffix: Sequence[str] = (), max_depth: int | None = None
+    ) -> builtins.list[tuple[str, ...]]:
+        prefix, suffix = tuple(prefix), tuple(suffix)
+        now = self.clock()
+        with self._lock:
+            found = {i[0] for i, r in self._live.items() if self._alive(r, now)}
+        out = set()
+        for ns in found:
+            if ns[: len(prefix)] != prefix or (suffix and ns[-len(suffix) :] != suffix):
+                continue
+            out.add(ns[:max_depth] if max_depth else ns)
+        return sorted(out)
+
+    def search(
+        self,
+        namespace_prefix: Sequence[str] = (),
+        *,
+        vector: Sequence[float] | np.ndarray | None = None,
+        query: str | None = None,
+        filter: dict[str, Any] | None = None,
+        top_k: int = 10,
+        as_of: float | None = None,
+        cursor: int = 0,
+        alpha: float = 0.5,
+    ) -> builtins.list[MemoryRecord]:
+        """Cosine over embeddings (``vector``), keyword (``query``), or both (hybrid: ``alpha`` weighs the
+        vector score); metadata ``filter``; ``as_of`` searches the versions that were current then.
+        ``cursor`` skips that many results (pages of ``top_k``)."""
+        prefix = tuple(namespace_prefix)
+        now = self.clock()
+        with self._lock:
+            candidates = [r for i, r in self._live.items() if i[0][: len(prefix)] == prefix]
+        if as_of is not None:
+            candidates = [r for r in (self._as_of(r, as_of) for r in candidates) if r is not None]
+            alive: Callable[[MemoryRecord], bool] = lambda r: not r.deleted  # noqa: E731
+            when = as_of
+        else:
+            alive = lambda r: self._alive(r, now)  # noqa: E731
+            when = now
+        pool = [
+            r
+            for r in candidates
+            if alive(r)
+            and (r.valid_from is None or r.valid_from <= when)
+            and (r.valid_to is None or when < r.valid_to)
+            and matches(r, filter)
+        ]
+        if not pool:
+            return []
+        scores = np.zeros(len(pool))
+        if vector is not None:
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            has = [i for i, r in enumerate(pool) if r.embedding is not None and r.embedding.shape == q.shape]
+            if has:
+                m = np.stack([pool[i].embedding for i in has])  # type: ignore[misc]
+                cos = (m @ q) / (np.linalg.norm(m, axis=1) * max(float(np.linalg.norm(q)), 1e-30) + 1e-30)
+                scores[has] += (alpha if query else 1.0) * cos
+        if query:
+            keyword = self._keyword_scores(pool, query)
+            scores += (1 - alpha if vector is not None else 1.0) * keyword
+            if vector is None:  # a keyword search returns only records that contain a query term
+                keep = [i for i in range(len(pool)) if keyword[i] > 0]
+                pool, scores = [pool[i] for i in keep], scores[keep]
+        if vector is None and not query:
+            order = sorted(range(len(pool)), key=lambda i: (pool[i].namespace, pool[i].key))
+        else:
+            order = sorted(range(len(pool)), key=lambda i: -scores[i])
+        out = []
+        for i in order[cursor : cursor + top_k]:
+            out.append(replace(pool[i], score=float(scores[i]) if (vector is not None or query) else None))
+        return out
+
+    @staticmethod
+    def _keyword_scores(pool: builtins.list[MemoryRecord], query: str) -> np.ndarray:
+        """BM25 over each record's text (and string values), normalised to 0..1."""
+        docs = [
+            _words(" ".join(x for x in (r.text, r.value if isinstance(r.value, str) else None) if x))
+            for r in pool
+        ]
+        terms = set(_words(query))
+        n = len(docs)
+        avg = sum(len(d) for d in docs) / max(n, 1) or 1.0
+        df = {t: sum(1 for d in docs if t in d) for t in terms}
+        out = np.zeros(n)
+        for j, d in enumerate(docs):
+            for t in terms:
+                tf = d.count(t)
+                if tf:
+                    idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                    out[j] += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(d) / avg))
+        top = out.max()
+        return out / top if top > 0 else out
+
+    def _as_of(self, current: MemoryRecord, t: float) -> MemoryRecord | None:
+        if current.updated_at <= t:
+            return current
+        for rec in reversed(self.history(current.namespace, current.key)[:-1]):
+            if rec.updated_at <= t:
+                return rec
+        return None
+
+    # ---- TTL ------------------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Hard-delete records whose TTL has passed; returns how many."""
+        now = self.clock()
+        with self._lock:
+            expired = [i for i, r in self._live.items() if r.expires_at is not None and r.expires_at <= now]
+        for ns, key in expired:
+            self.delete(ns, key, hard=True)
+        return len(expired)
+
+    def _sweep_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with contextlib.suppress(MemstoreError):  # the store is closing or failing: try next round
+                self.sweep()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
