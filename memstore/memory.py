@@ -156,6 +156,64 @@ def matches(record: MemoryRecord, flt: dict[str, Any] | None) -> bool:
     return True
 
 
+# ---- vector index -----------------------------------------------------------------------------------
+
+
+class _VectorIndex:
+    """Embeddings of one dimension in a growing matrix: a search is one matrix-vector product."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.mat = np.empty((1024, dim), dtype=np.float32)
+        self.norm = np.empty(1024, dtype=np.float32)
+        self.valid = np.zeros(1024, dtype=bool)
+        self.ns_id = np.zeros(1024, dtype=np.int32)
+        self.idents: list[tuple[tuple[str, ...], str]] = []
+        self.row: dict[tuple[tuple[str, ...], str], int] = {}
+        self.namespaces: dict[tuple[str, ...], int] = {}
+        self.n = 0
+
+    def upsert(self, ident: tuple[tuple[str, ...], str], vec: np.ndarray) -> None:
+        self.remove(ident)
+        if self.n == len(self.mat):
+            grow = len(self.mat) * 2
+            self.mat = np.resize(self.mat, (grow, self.dim))
+            self.norm, self.valid, self.ns_id = (
+                np.resize(a, grow) for a in (self.norm, self.valid, self.ns_id)
+            )
+            self.valid[self.n :] = False
+        i = self.n
+        self.mat[i] = vec
+        self.norm[i] = float(np.linalg.norm(vec))
+        self.valid[i] = True
+        self.ns_id[i] = self.namespaces.setdefault(ident[0], len(self.namespaces))
+        self.idents.append(ident)
+        self.row[ident] = i
+        self.n += 1
+
+    def remove(self, ident: tuple[tuple[str, ...], str]) -> None:
+        i = self.row.pop(ident, None)
+        if i is not None:
+            self.valid[i] = False
+
+    def ranked(self, q: np.ndarray, prefix: tuple[str, ...], want: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Rows under the namespace prefix, best first, with their cosine scores (the best ``want`` when
+        given, else all)."""
+        allowed = np.zeros(max(len(self.namespaces), 1), dtype=bool)
+        for ns, j in self.namespaces.items():
+            allowed[j] = ns[: len(prefix)] == prefix
+        mask = self.valid[: self.n] & allowed[self.ns_id[: self.n]]
+        sims = self.mat[: self.n] @ q / (self.norm[: self.n] * max(float(np.linalg.norm(q)), 1e-30) + 1e-30)
+        sims[~mask] = -np.inf
+        count = int(mask.sum())
+        if 0 < want < count:  # only the best ``want`` rows, sorted: cheaper than sorting them all
+            top = np.argpartition(-sims, want - 1)[:want]
+            order = top[np.argsort(-sims[top], kind="stable")]
+        else:
+            order = np.argsort(-sims, kind="stable")[:count]
+        return order, sims[order]
+
+
 # ---- the store --------------------------------------------------------------------------------------
 
 
@@ -175,6 +233,7 @@ class MemoryStore:
         store.create_namespace(NS, durability="persistent")
         self._live: dict[tuple[tuple[str, ...], str], MemoryRecord] = {}
         self._history: dict[tuple[tuple[str, ...], str], builtins.list[int]] = {}
+        self._vectors: dict[int, _VectorIndex] = {}
         self._load()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -203,6 +262,7 @@ class MemoryStore:
             if value is not None:
                 rec = MemoryRecord.decode(value)
                 self._live[(rec.namespace, rec.key)] = rec
+                self._index(rec)
         for raw_key in self.store.keys(ns=NS, prefix=self._prefix("h")):
             body = raw_key[len(self._prefix("h")) :]
             ns_part, key_part, ver = body.split(b"\x00", 2)
@@ -210,6 +270,14 @@ class MemoryStore:
             self._history.setdefault(ident, []).append(int.from_bytes(ver, "big"))
         for versions in self._history.values():
             versions.sort()
+
+    def _index(self, rec: MemoryRecord) -> None:
+        ident = (rec.namespace, rec.key)
+        for index in self._vectors.values():
+            index.remove(ident)
+        if rec.embedding is not None and not rec.deleted:
+            dim = int(rec.embedding.shape[0])
+            self._vectors.setdefault(dim, _VectorIndex(dim)).upsert(ident, rec.embedding)
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -309,6 +377,7 @@ class MemoryStore:
                 if old is not None:
                     self._history.setdefault(ident, []).append(old.version)
                 self._live[ident] = rec
+                self._index(rec)
         return versions
 
     def delete(self, namespace: Sequence[str], key: str, *, hard: bool = False) -> bool:
@@ -322,7 +391,7 @@ class MemoryStore:
                 for v in self._history.pop((ns, key), []):
                     self.store.delete(self._key("h", ns, key, v), ns=NS)
                 self.store.delete(self._key("r", ns, key), ns=NS)
-                del self._live[(ns, key)]
+                self._index(replace(self._live.pop((ns, key)), deleted=True))
                 return True
             tomb = replace(old, deleted=True, version=old.version + 1, updated_at=self.clock(), score=None)
             self.store.put_many(
@@ -334,6 +403,7 @@ class MemoryStore:
             )
             self._history.setdefault((ns, key), []).append(old.version)
             self._live[(ns, key)] = tomb
+            self._index(tomb)
             return True
 
     def revert(self, namespace: Sequence[str], key: str, version: int) -> int:
@@ -439,6 +509,10 @@ class MemoryStore:
         ``cursor`` skips that many results (pages of ``top_k``)."""
         prefix = tuple(namespace_prefix)
         now = self.clock()
+        if vector is not None and query is None and as_of is None:
+            return self._vector_search(
+                prefix, np.asarray(vector, dtype=np.float32).reshape(-1), filter, top_k, cursor, now
+            )
         with self._lock:
             candidates = [r for i, r in self._live.items() if i[0][: len(prefix)] == prefix]
         if as_of is not None:
@@ -448,14 +522,7 @@ class MemoryStore:
         else:
             alive = lambda r: self._alive(r, now)  # noqa: E731
             when = now
-        pool = [
-            r
-            for r in candidates
-            if alive(r)
-            and (r.valid_from is None or r.valid_from <= when)
-            and (r.valid_to is None or when < r.valid_to)
-            and matches(r, filter)
-        ]
+        pool = [r for r in candidates if alive(r) and self._valid(r, when) and matches(r, filter)]
         if not pool:
             return []
         scores = np.zeros(len(pool))
@@ -480,6 +547,57 @@ class MemoryStore:
         for i in order[cursor : cursor + top_k]:
             out.append(replace(pool[i], score=float(scores[i]) if (vector is not None or query) else None))
         return out
+
+    def _vector_search(
+        self,
+        prefix: tuple[str, ...],
+        q: np.ndarray,
+        flt: dict[str, Any] | None,
+        top_k: int,
+        cursor: int,
+        now: float,
+    ) -> builtins.list[MemoryRecord]:
+        """The fast path: one matrix-vector product over the index, then filters on the best rows."""
+        with self._lock:
+            index = self._vectors.get(int(q.shape[0]))
+            if index is None:
+                return []
+            # Room for rows the filters reject; when that is not enough, rank every row.
+            want = 4 * (cursor + top_k) + 64
+            out = self._collect(index, *index.ranked(q, prefix, want), flt, top_k, cursor, now)
+            if len(out) < top_k and want < index.n:
+                out = self._collect(index, *index.ranked(q, prefix), flt, top_k, cursor, now)
+            return out
+
+    def _collect(
+        self,
+        index: _VectorIndex,
+        order: np.ndarray,
+        sims: np.ndarray,
+        flt: dict[str, Any] | None,
+        top_k: int,
+        cursor: int,
+        now: float,
+    ) -> builtins.list[MemoryRecord]:
+        out: builtins.list[MemoryRecord] = []
+        skipped = 0
+        for row, score in zip(order.tolist(), sims.tolist(), strict=True):
+            rec = self._live.get(index.idents[row])
+            if rec is None or not self._alive(rec, now) or not matches(rec, flt) or not self._valid(rec, now):
+                continue
+            if skipped < cursor:
+                skipped += 1
+                continue
+            out.append(replace(rec, score=float(score)))
+            if len(out) == top_k:
+                break
+        return out
+
+    @staticmethod
+    def _valid(rec: MemoryRecord, when: float) -> bool:
+        return (rec.valid_from is None or rec.valid_from <= when) and (
+            rec.valid_to is None or when < rec.valid_to
+        )
 
     @staticmethod
     def _keyword_scores(pool: builtins.list[MemoryRecord], query: str) -> np.ndarray:
