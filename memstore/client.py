@@ -435,6 +435,9 @@ class Client(_ClientBase):
         channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = threading.Lock()
+        from memstore.memory_client import MemoryClient
+
+        self.memory = MemoryClient(self)
 
     @property
     def local(self) -> bool:
@@ -688,6 +691,9 @@ class AsyncClient(_ClientBase):
         channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = asyncio.Lock()
+        from memstore.memory_client import AsyncMemoryClient
+
+        self.memory = AsyncMemoryClient(self)
 
     async def _call(self, fn: Callable[[float | None], Any], timeout: float | None) -> Any:
         timeout = self.timeout if timeout is None else timeout

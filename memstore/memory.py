@@ -648,3 +648,59 @@ class MemoryStore:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join()
+
+
+# ---- protobuf conversion (shared by the service and the clients) ------------------------------------
+
+
+def record_to_pb(rec: MemoryRecord) -> Any:
+    from memstore.v1 import memstore_pb2 as pb
+
+    msg = pb.MemoryRecord(
+        namespace=list(rec.namespace),
+        key=rec.key,
+        value_json=json.dumps(rec.value),
+        metadata_json=json.dumps(rec.metadata),
+        tags=rec.tags,
+        created_at=rec.created_at,
+        updated_at=rec.updated_at,
+        version=rec.version,
+        deleted=rec.deleted,
+    )
+    if rec.embedding is not None:
+        msg.embedding.extend(rec.embedding.tolist())
+    for name in ("text", "ttl", "expires_at", "valid_from", "valid_to", "score"):
+        if getattr(rec, name) is not None:
+            setattr(msg, name, getattr(rec, name))
+    return msg
+
+
+def record_from_pb(msg: Any) -> MemoryRecord:
+    def opt(name: str) -> Any:
+        return getattr(msg, name) if msg.HasField(name) else None
+
+    try:
+        value = json.loads(msg.value_json) if msg.value_json else None
+        metadata = json.loads(msg.metadata_json) if msg.metadata_json else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidValueError(f"value_json and metadata_json must be JSON: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise InvalidValueError("metadata_json must be a JSON object")
+    return MemoryRecord(
+        namespace=tuple(msg.namespace),
+        key=msg.key,
+        value=value,
+        text=opt("text"),
+        metadata=metadata,
+        tags=list(msg.tags),
+        embedding=np.asarray(msg.embedding, dtype=np.float32) if len(msg.embedding) else None,
+        created_at=msg.created_at,
+        updated_at=msg.updated_at,
+        ttl=opt("ttl"),
+        expires_at=opt("expires_at"),
+        valid_from=opt("valid_from"),
+        valid_to=opt("valid_to"),
+        version=msg.version,
+        deleted=msg.deleted,
+        score=opt("score"),
+    )

@@ -342,3 +342,183 @@ class DeleteNamespaceResponse(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class MemoryRecord(_message.Message):
+    __slots__ = ("namespace", "key", "value_json", "text", "metadata_json", "tags", "embedding", "created_at", "updated_at", "ttl", "expires_at", "valid_from", "valid_to", "version", "deleted", "score")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_FIELD_NUMBER: _ClassVar[int]
+    VALID_TO_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    namespace: _containers.RepeatedScalarFieldContainer[str]
+    key: str
+    value_json: str
+    text: str
+    metadata_json: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    created_at: float
+    updated_at: float
+    ttl: float
+    expires_at: float
+    valid_from: float
+    valid_to: float
+    version: int
+    deleted: bool
+    score: float
+    def __init__(self, namespace: _Optional[_Iterable[str]] = ..., key: _Optional[str] = ..., value_json: _Optional[str] = ..., text: _Optional[str] = ..., metadata_json: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., embedding: _Optional[_Iterable[float]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., ttl: _Optional[float] = ..., expires_at: _Optional[float] = ..., valid_from: _Optional[float] = ..., valid_to: _Optional[float] = ..., version: _Optional[int] = ..., deleted: _Optional[bool] = ..., score: _Optional[float] = ...) -> None: ...
+
+class MemoryWrite(_message.Message):
+    __slots__ = ("record", "if_version", "dedup")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    IF_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEDUP_FIELD_NUMBER: _ClassVar[int]
+    record: MemoryRecord
+    if_version: int
+    dedup: bool
+    def __init__(self, record: _Optional[_Union[MemoryRecord, _Mapping]] = ..., if_version: _Optional[int] = ..., dedup: _Optional[bool] = ...) -> None: ...
+
+class MemoryPutRequest(_message.Message):
+    __slots__ = ("writes",)
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    writes: _containers.RepeatedCompositeFieldContainer[MemoryWrite]
+    def __init__(self, writes: _Optional[_Iterable[_Union[MemoryWrite, _Mapping]]] = ...) -> None: ...
+
+class MemoryPutResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class MemoryKey(_message.Message):
+    __slots__ = ("namespace", "key")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    namespace: _containers.RepeatedScalarFieldContainer[str]
+    key: str
+    def __init__(self, namespace: _Optional[_Iterable[str]] = ..., key: _Optional[str] = ...) -> None: ...
+
+class MemoryGetRequest(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[MemoryKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ...) -> None: ...
+
+class MemoryGetEntry(_message.Message):
+    __slots__ = ("found", "record")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    record: MemoryRecord
+    def __init__(self, found: _Optional[bool] = ..., record: _Optional[_Union[MemoryRecord, _Mapping]] = ...) -> None: ...
+
+class MemoryGetResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[MemoryGetEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[MemoryGetEntry, _Mapping]]] = ...) -> None: ...
+
+class MemoryDeleteRequest(_message.Message):
+    __slots__ = ("keys", "hard")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    HARD_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[MemoryKey]
+    hard: bool
+    def __init__(self, keys: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ..., hard: _Optional[bool] = ...) -> None: ...
+
+class MemoryDeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, deleted: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class MemoryListRequest(_message.Message):
+    __slots__ = ("namespace_prefix", "cursor", "limit")
+    NAMESPACE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    namespace_prefix: _containers.RepeatedScalarFieldContainer[str]
+    cursor: str
+    limit: int
+    def __init__(self, namespace_prefix: _Optional[_Iterable[str]] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class MemoryListResponse(_message.Message):
+    __slots__ = ("records", "next_cursor")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[MemoryRecord]
+    next_cursor: str
+    def __init__(self, records: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class MemoryListNamespacesRequest(_message.Message):
+    __slots__ = ("prefix", "suffix", "max_depth")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    prefix: _containers.RepeatedScalarFieldContainer[str]
+    suffix: _containers.RepeatedScalarFieldContainer[str]
+    max_depth: int
+    def __init__(self, prefix: _Optional[_Iterable[str]] = ..., suffix: _Optional[_Iterable[str]] = ..., max_depth: _Optional[int] = ...) -> None: ...
+
+class MemoryNamespace(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, parts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MemoryListNamespacesResponse(_message.Message):
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[MemoryNamespace]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[MemoryNamespace, _Mapping]]] = ...) -> None: ...
+
+class MemoryHistoryResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[MemoryRecord]
+    def __init__(self, versions: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ...) -> None: ...
+
+class MemoryRevertRequest(_message.Message):
+    __slots__ = ("key", "version")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: MemoryKey
+    version: int
+    def __init__(self, key: _Optional[_Union[MemoryKey, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class MemorySearchRequest(_message.Message):
+    __slots__ = ("namespace_prefix", "vector", "query", "filter_json", "top_k", "as_of", "cursor", "alpha")
+    NAMESPACE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    namespace_prefix: _containers.RepeatedScalarFieldContainer[str]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    query: str
+    filter_json: str
+    top_k: int
+    as_of: float
+    cursor: int
+    alpha: float
+    def __init__(self, namespace_prefix: _Optional[_Iterable[str]] = ..., vector: _Optional[_Iterable[float]] = ..., query: _Optional[str] = ..., filter_json: _Optional[str] = ..., top_k: _Optional[int] = ..., as_of: _Optional[float] = ..., cursor: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class MemorySearchResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[MemoryRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ...) -> None: ...

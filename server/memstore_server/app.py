@@ -13,10 +13,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memstore import TieredStore
+from memstore.memory import MemoryStore
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
 from memstore_server.config import ServerConfig
+from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
+from memstore_server.memory_servicer import MemoryService
 from memstore_server.servicer import SERVICE, StoreService
 
 log = logging.getLogger("memstore.server")
@@ -30,12 +33,14 @@ class RunningServer:
     port: int
     service: StoreService
     health: health.HealthServicer
+    memory: MemoryStore
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish within ``grace`` seconds."""
         self.health.enter_graceful_shutdown()  # every service reports NOT_SERVING from now on
         self.service.shutting_down.set()
         self.server.stop(grace).wait()
+        self.memory.close()
 
 
 def create_server(
@@ -59,11 +64,13 @@ def create_server(
     capacity = store.stats()
     largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
     service = StoreService(store, max_value_bytes=largest_tier)
-    server.add_generic_rpc_handlers((service.generic_handler(),))
+    memory = MemoryService(MemoryStore(store), service.shutting_down)
+    server.add_generic_rpc_handlers((service.generic_handler(), memory.generic_handler()))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (
         pb.DESCRIPTOR.services_by_name["Store"].full_name,
+        pb.DESCRIPTOR.services_by_name["Memory"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -72,9 +79,9 @@ def create_server(
     if port == 0 and not listen.startswith("unix:"):
         raise OSError(f"could not listen on {listen}")
     server.start()
-    for name in ("", SERVICE):
+    for name in ("", SERVICE, MEMORY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer)
+    return RunningServer(server, port, service, health_servicer, memory.memory)
 
 
 def serve(config: ServerConfig) -> int:

@@ -13,6 +13,7 @@ from memstore.errors import (
     StoreClosedError,
     UnknownNamespaceError,
 )
+from memstore.memory import VersionConflict
 from memstore.wire import ValueTooLarge, WireError
 
 
@@ -27,6 +28,8 @@ class Abort(Exception):
 def status_for(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, Abort):
         return exc.code
+    if isinstance(exc, VersionConflict):
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ValueTooLarge):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, UnknownNamespaceError):

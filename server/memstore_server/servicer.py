@@ -48,7 +48,7 @@ _PREFETCH_MODES: dict[int, PrefetchMode] = {
 _PUT_BATCH_BYTES = 64 << 20  # values are handed to the store in batches of about this size
 
 
-def _parse(cls: type[M], raw: bytes) -> M:
+def parse(cls: type[M], raw: bytes) -> M:
     try:
         return cls.FromString(raw)
     except (DecodeError, RuntimeError, ValueError) as exc:
@@ -84,11 +84,11 @@ def value_bytes(value: Any) -> tuple[memoryview, pb.ArrayInfo | None]:
     return memoryview(value), None
 
 
-def _handler(fn: Callable[..., Any]) -> Callable[..., Any]:
+def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Map every failure of a unary handler to its status code; the server keeps serving."""
 
     @functools.wraps(fn)
-    def run(self: StoreService, request: Any, context: grpc.ServicerContext) -> Any:
+    def run(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             self.check_serving()
             return fn(self, request, context)
@@ -100,7 +100,7 @@ def _handler(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _stream_handler(fn: Callable[..., Iterator[bytes]]) -> Callable[..., Iterator[bytes]]:
     @functools.wraps(fn)
-    def run(self: StoreService, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def run(self: Servicer, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
             self.check_serving()
             yield from fn(self, request, context)
@@ -110,11 +110,11 @@ def _stream_handler(fn: Callable[..., Iterator[bytes]]) -> Callable[..., Iterato
     return run
 
 
-class StoreService:
-    def __init__(self, store: TieredStore, *, max_value_bytes: int) -> None:
-        self.store = store
-        self.max_value_bytes = max_value_bytes
-        self.shutting_down = threading.Event()
+class Servicer:
+    """What every servicer shares: the shutdown flag, deadline checks and the error-to-status map."""
+
+    def __init__(self, shutting_down: threading.Event | None = None) -> None:
+        self.shutting_down = shutting_down or threading.Event()
 
     def check_serving(self) -> None:
         if self.shutting_down.is_set():
@@ -133,11 +133,18 @@ class StoreService:
             log.exception("unexpected error in a handler")
         context.abort(code, str(exc) or type(exc).__name__)
 
+
+class StoreService(Servicer):
+    def __init__(self, store: TieredStore, *, max_value_bytes: int) -> None:
+        super().__init__()
+        self.store = store
+        self.max_value_bytes = max_value_bytes
+
     # ---- handlers (raw bytes in, raw bytes out) ---------------------------------------------------
 
-    @_handler
+    @handler
     def create_namespace(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.CreateNamespaceRequest, raw)
+        req = parse(pb.CreateNamespaceRequest, raw)
         if req.durability not in _DURABILITY:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown durability {req.durability}")
         opts: dict[str, Any] = {}
@@ -162,7 +169,7 @@ class StoreService:
             out.value_layout.shape.extend(ns.value_shape or ())
         return pb.CreateNamespaceResponse(namespace=out).SerializeToString()
 
-    @_handler
+    @handler
     def put(self, stream: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
         namespace: str | None = None
         assembler = Assembler(self.max_value_bytes)
@@ -192,7 +199,7 @@ class StoreService:
 
     @_stream_handler
     def get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-        req = _parse(pb.GetRequest, raw)
+        req = parse(pb.GetRequest, raw)
         ns = _ns(req.namespace)
 
         def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
@@ -207,9 +214,9 @@ class StoreService:
 
         yield from pack(pb.GetChunk, values())
 
-    @_handler
+    @handler
     def delete(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.KeysRequest, raw)
+        req = parse(pb.KeysRequest, raw)
         ns = _ns(req.namespace)
         deleted = []
         for key in req.keys:
@@ -217,15 +224,15 @@ class StoreService:
             deleted.append(self.store.delete(key, ns=ns))
         return pb.DeleteResponse(deleted=deleted).SerializeToString()
 
-    @_handler
+    @handler
     def exists(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.KeysRequest, raw)
+        req = parse(pb.KeysRequest, raw)
         ns = _ns(req.namespace)
         return pb.ExistsResponse(exists=[self.store.contains(k, ns=ns) for k in req.keys]).SerializeToString()
 
-    @_handler
+    @handler
     def stats(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        _parse(pb.StatsRequest, raw)
+        parse(pb.StatsRequest, raw)
         st = self.store.stats()
         tiers = [
             pb.TierStats(
@@ -243,15 +250,15 @@ class StoreService:
             hot_segment=st["hot_segment"],
         ).SerializeToString()
 
-    @_handler
+    @handler
     def lookup(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.KeysRequest, raw)
+        req = parse(pb.KeysRequest, raw)
         tiers = self.store.tiers_of(req.keys, ns=_ns(req.namespace), lookahead=True)
         return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
 
-    @_handler
+    @handler
     def prefetch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.PrefetchRequest, raw)
+        req = parse(pb.PrefetchRequest, raw)
         ns = _ns(req.namespace)
         if req.hint:
             task = self.store.hint(ns=ns, prefix=req.prefix)
@@ -263,22 +270,22 @@ class StoreService:
         in_hot = sum(t == "hot" for t in self.store.tiers_of(req.keys, ns=ns)) if req.keys else 0
         return pb.PrefetchResponse(in_hot=in_hot, done=task.done()).SerializeToString()
 
-    @_handler
+    @handler
     def pin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.PinRequest, raw)
+        req = parse(pb.PinRequest, raw)
         op = self.store.unpin if req.unpin else self.store.pin
         return pb.PinResponse(changed=[op(k, ns=_ns(req.namespace)) for k in req.keys]).SerializeToString()
 
-    @_handler
+    @handler
     def delete_namespace(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.DeleteNamespaceRequest, raw)
+        req = parse(pb.DeleteNamespaceRequest, raw)
         return pb.DeleteNamespaceResponse(removed=self.store.delete_namespace(req.name)).SerializeToString()
 
     # ---- the local path ---------------------------------------------------------------------------
 
-    @_handler
+    @handler
     def open_local(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        _parse(pb.OpenLocalRequest, raw)
+        parse(pb.OpenLocalRequest, raw)
         path, size = self.store.hot_segment()
         return pb.OpenLocalResponse(
             segment_path=path,
@@ -288,9 +295,9 @@ class StoreService:
             server_pid=os.getpid(),
         ).SerializeToString()
 
-    @_handler
+    @handler
     def local_get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.GetRequest, raw)
+        req = parse(pb.GetRequest, raw)
         out = pb.LocalGetResponse()
         for loc in self.store.locate_many(req.keys, ns=_ns(req.namespace)):
             if loc is None:
@@ -308,9 +315,9 @@ class StoreService:
                 out.locations.add(status=pb.LOCAL_REMOTE)
         return out.SerializeToString()
 
-    @_handler
+    @handler
     def local_put_begin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.LocalPutBeginRequest, raw)
+        req = parse(pb.LocalPutBeginRequest, raw)
         lease = req.lease_ms / 1000 if req.lease_ms else 30.0
         out = pb.LocalPutBeginResponse()
         for item in req.items:
@@ -330,9 +337,9 @@ class StoreService:
                 out.reserved.add(ok=True, token=r.token, offset=r.payload_offset, slot=r.slot)
         return out.SerializeToString()
 
-    @_handler
+    @handler
     def local_put_commit(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = _parse(pb.LocalPutCommitRequest, raw)
+        req = parse(pb.LocalPutCommitRequest, raw)
         for token in req.abort:
             self.store.abort_put(token)
         for token in req.commit:

@@ -1,0 +1,136 @@
+"""Agent memory over gRPC: ``client.memory`` on a real server; persistence across kill -9 of the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+
+from memstore import AsyncClient, Client, RemoteError, TieredStore
+from memstore_server import create_server
+from tests.conftest import MiB
+from tests.test_service import _wait_for
+
+NS = ("user-1", "agent-a", "facts")
+
+
+@pytest.fixture
+def target(tmp_path):  # type: ignore[no-untyped-def]
+    store = TieredStore(
+        str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=128 * MiB, prefault=False
+    )
+    running = create_server(store, f"unix:{tmp_path}/m.sock")
+    yield f"unix:{tmp_path}/m.sock"
+    running.stop(1)
+    store.close()
+
+
+def test_memory_contract_over_grpc(target, seed) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    with Client(target) as c:
+        m = c.memory
+        assert (
+            m.put(
+                NS,
+                "likes",
+                {"food": "tea"},
+                text="likes green tea",
+                tags=["pref"],
+                metadata={"w": 1},
+                embedding=rng.standard_normal(16),
+            )
+            == 1
+        )
+        assert m.put(NS, "likes", {"food": "coffee"}, if_version=1) == 2
+        with pytest.raises(RemoteError) as info:
+            m.put(NS, "likes", {"food": "juice"}, if_version=1)
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        rec = m.get(NS, "likes")
+        assert rec.value == {"food": "coffee"} and rec.version == 2 and m.get(NS, "nope") is None
+        assert [r.version for r in m.history(NS, "likes")] == [1, 2]
+        assert m.revert(NS, "likes", 1) == 3 and m.get(NS, "likes").value == {"food": "tea"}
+        vecs = rng.standard_normal((50, 16)).astype(np.float32)
+        m.put_many(
+            [
+                {"namespace": ("user-1", "docs"), "key": f"d{i}", "embedding": v, "metadata": {"i": i}}
+                for i, v in enumerate(vecs)
+            ]
+        )
+        q = rng.standard_normal(16).astype(np.float32)
+        cos = vecs @ q / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(q))
+        found = m.search(("user-1", "docs"), vector=q, top_k=5)
+        assert [r.key for r in found] == [f"d{i}" for i in np.argsort(-cos)[:5]]
+        assert [r.key for r in m.search(("user-1",), query="green tea")] == ["likes"]
+        small = m.search(("user-1", "docs"), vector=q, top_k=3, filter={"i": {"$lt": 10}})
+        assert all(r.metadata["i"] < 10 for r in small) and len(small) == 3
+        records, cursor = m.list(("user-1",), limit=20)
+        assert len(records) == 20 and cursor is not None
+        assert m.list_namespaces(prefix=("user-1",)) == [("user-1", "agent-a", "facts"), ("user-1", "docs")]
+        assert m.delete(NS, "likes") and m.get(NS, "likes") is None
+        with pytest.raises(RemoteError) as info:
+            m.put(("",), "k", 1)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(RemoteError) as info:
+            m.search(("user-1",), filter={"i": {"$regex": "x"}})
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_async_memory(target) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with AsyncClient(target) as c:
+            assert await c.memory.put(NS, "k", [1, 2], text="async note") == 1
+            assert (await c.memory.get(NS, "k")).value == [1, 2]
+            assert [r.key for r in await c.memory.search(NS, query="note")] == ["k"]
+            assert await c.memory.delete(NS, "k", hard=True)
+
+    asyncio.run(main())
+
+
+def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    sock = f"unix:{tmp_path}/serve.sock"
+    cmd = [
+        sys.executable,
+        "-m",
+        "memstore.cli",
+        "serve",
+        "--listen",
+        sock,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--hot-bytes",
+        "8MiB",
+        "--warm-bytes",
+        "8MiB",
+        "--cold-bytes",
+        "128MiB",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    acked = []
+    try:
+        _wait_for(sock)
+        with Client(sock) as c:
+            for i in range(200):
+                c.memory.put(NS, f"k{i}", {"i": i}, text=f"note {i}")
+                acked.append(i)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(sock)
+        with Client(sock) as c:
+            got = c.memory.get_many([(NS, f"k{i}") for i in acked])
+            assert all(r is not None and r.value == {"i": i} for r, i in zip(got, acked, strict=True))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
