@@ -234,6 +234,9 @@ class MemoryStore:
         self._live: dict[tuple[tuple[str, ...], str], MemoryRecord] = {}
         self._history: dict[tuple[tuple[str, ...], str], builtins.list[int]] = {}
         self._vectors: dict[int, _VectorIndex] = {}
+        # KV blocks built from records: (namespace, key) -> [(kv namespace, kv key, record version)]
+        self._deps: dict[tuple[tuple[str, ...], str], builtins.list[tuple[str, bytes, int]]] = {}
+        self._sessions: dict[str, builtins.list[tuple[str, bytes]]] = {}
         self._load()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -373,6 +376,7 @@ class MemoryStore:
                 self.store.put_many(writes, ns=NS)  # one synced commit for the batch
             for rec in staged:
                 ident = (rec.namespace, rec.key)
+                self._invalidate(ident, rec.version)
                 old = self._live.get(ident)
                 if old is not None:
                     self._history.setdefault(ident, []).append(old.version)
@@ -387,6 +391,7 @@ class MemoryStore:
             old = self._live.get((ns, key))
             if old is None or (old.deleted and not hard):
                 return False
+            self._invalidate((ns, key), old.version + 1)
             if hard:
                 for v in self._history.pop((ns, key), []):
                     self.store.delete(self._key("h", ns, key, v), ns=NS)
@@ -627,6 +632,68 @@ class MemoryStore:
             if rec.updated_at <= t:
                 return rec
         return None
+
+    # ---- KV dependencies and sessions ------------------------------------------------------------
+
+    def register_kv_dependency(
+        self, kv_namespace: str, kv_keys: Iterable[bytes], records: Iterable[tuple[Sequence[str], str, int]]
+    ) -> None:
+        """Declare KV blocks (of a memstore KV namespace) as built from records at these versions: a later
+        change to any of those records deletes exactly these blocks, nothing else."""
+        keys = list(kv_keys)
+        with self._lock:
+            for namespace, key, version in records:
+                ident = (_check_namespace(namespace), key)
+                rec = self._live.get(ident)
+                if rec is None or rec.deleted or rec.version != version:  # already stale: drop them now
+                    for k in keys:
+                        self.store.delete(k, ns=kv_namespace)
+                    continue
+                self._deps.setdefault(ident, []).extend((kv_namespace, k, version) for k in keys)
+
+    def _invalidate(self, ident: tuple[tuple[str, ...], str], new_version: int) -> None:
+        for kv_ns, kv_key, version in self._deps.pop(ident, []):
+            if version < new_version:
+                self.store.delete(kv_key, ns=kv_ns)
+
+    def open_session(
+        self,
+        session_id: str,
+        namespace: Sequence[str],
+        *,
+        hint_queries: Iterable[str] = (),
+        recent: int = 64,
+        kv: tuple[str, Iterable[bytes]] | None = None,
+    ) -> None:
+        """An agent's session resumes: returns at once and promotes its pinned and most recent records, the
+        results of the hint queries and (``kv`` = (namespace, keys)) its KV prefix toward the hot tier.
+        Records tagged "pinned" are pinned in the store for the session's lifetime."""
+        ns = _check_namespace(namespace)
+        now = self.clock()
+        with self._lock:
+            mine = [r for i, r in self._live.items() if i[0][: len(ns)] == ns and self._alive(r, now)]
+        mine.sort(key=lambda r: -r.updated_at)
+        chosen = {(r.namespace, r.key) for r in mine if "pinned" in r.tags} | {
+            (r.namespace, r.key) for r in mine[:recent]
+        }
+        for q in hint_queries:
+            chosen |= {(r.namespace, r.key) for r in self.search(ns, query=q, top_k=16)}
+        keys = [self._key("r", n, k) for n, k in chosen]
+        pinned = [(NS, self._key("r", r.namespace, r.key)) for r in mine if "pinned" in r.tags]
+        for _, k in pinned:
+            self.store.pin(k, ns=NS)
+        self.store.prefetch(keys, ns=NS, mode="best_effort")
+        if kv is not None:
+            self.store.prefetch(list(kv[1]), ns=kv[0], mode="best_effort")
+        with self._lock:
+            self._sessions[session_id] = pinned
+
+    def close_session(self, session_id: str) -> None:
+        """The session ends: its records are unpinned and age out of the upper tiers like any other."""
+        with self._lock:
+            pinned = self._sessions.pop(session_id, [])
+        for ns, k in pinned:
+            self.store.unpin(k, ns=ns)
 
     # ---- TTL ------------------------------------------------------------------------------------
 

@@ -185,3 +185,52 @@ def test_records_survive_a_restart(tmp_path, seed) -> None:  # type: ignore[no-u
     assert first.text == "hello" and np.allclose(first.embedding, emb) and first.tags == ["t"]
     mem.close()
     store.close()
+
+
+def test_kv_invalidation_touches_only_dependent_blocks(mem) -> None:  # type: ignore[no-untyped-def]
+    store = mem.store
+    store.create_namespace("kv-x")
+    for k in (b"a1", b"a2", b"b1", b"free"):
+        store.put(k, b"block " + k, ns="kv-x")
+    v_a = mem.put(NS, "profile", {"name": "Ada"})
+    v_b = mem.put(NS, "prefs", {"tea": True})
+    mem.register_kv_dependency("kv-x", [b"a1", b"a2"], [(NS, "profile", v_a)])
+    mem.register_kv_dependency("kv-x", [b"b1"], [(NS, "prefs", v_b)])
+    mem.put(NS, "profile", {"name": "Ada L."})  # profile changed: its blocks go
+    assert store.get_many([b"a1", b"a2", b"b1", b"free"], ns="kv-x") == [
+        None,
+        None,
+        b"block b1",
+        b"block free",
+    ]
+    mem.delete(NS, "prefs")
+    assert store.get(b"b1", ns="kv-x") is None and store.get(b"free", ns="kv-x") == b"block free"
+    # registering against a version that is already stale drops the blocks at once
+    store.put(b"c1", b"block c1", ns="kv-x")
+    mem.register_kv_dependency("kv-x", [b"c1"], [(NS, "profile", v_a)])
+    assert store.get(b"c1", ns="kv-x") is None
+
+
+def test_sessions_prefetch_and_pin(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = open_store(str(tmp_path / "s"), hot_bytes=256 << 10, warm_bytes=256 << 10, cold_bytes=64 * MiB)
+    mem = MemoryStore(store, sweep_interval=None)
+    try:
+        rng = random.Random(0)
+        for i in range(40):  # 40 x 20 KB: most of it is pushed below the hot tier
+            mem.put(NS, f"n{i}", i, text=rng.randbytes(10_000).hex(), tags=["pinned"] if i == 3 else [])
+        store.flush()
+        key3 = mem._key("r", NS, "n3")
+        mem.open_session("s1", NS, recent=4)
+        for _ in range(2000):
+            if store.tiers_of([key3], ns="memory") == ["hot"] and store.stats()["hot"]["prefetch_issued"]:
+                break
+            import time
+
+            time.sleep(0.005)
+        assert store.tiers_of([key3], ns="memory") == ["hot"]  # the pinned record was brought up
+        assert store.stats()["pinned"] == 1
+        mem.close_session("s1")
+        assert store.stats()["pinned"] == 0
+    finally:
+        mem.close()
+        store.close()
