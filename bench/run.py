@@ -18,10 +18,8 @@ def main(argv: list[str] | None = None) -> None:
         ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
         ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
         ("codecs", "KV compression: memstore's codecs against zstd, lz4, blosc2 and ZipNN on real K/V"),
-        (
-            "replay",
-            "replay a Mooncake trace through every eviction policy and OPT; hit ratios and cold writes",
-        ),
+        ("replay", "replay a Mooncake trace through every eviction policy and OPT: hit ratios, cold writes"),
+        ("memory", "agent memory: put and search at 10k and 100k records against numpy and LangGraph"),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
