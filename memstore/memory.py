@@ -54,7 +54,7 @@ class MemoryRecord:
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
-    embedding: np.ndarray | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
     created_at: float = 0.0
     updated_at: float = 0.0
     ttl: float | None = None
@@ -63,7 +63,7 @@ class MemoryRecord:
     valid_to: float | None = None
     version: int = 0
     deleted: bool = False
-    content_hash: str = ""
+    content_hash: str = field(default="", repr=False)
     score: float | None = None  # set by search
 
     def _json(self) -> dict[str, Any]:
