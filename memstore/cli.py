@@ -20,9 +20,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    import os
+
     from memstore.client import Client
 
-    with Client(args.target, timeout=args.timeout) as client:
+    with Client(
+        args.target, timeout=args.timeout, token=args.token or os.environ.get("MEMSTORE_TOKEN")
+    ) as client:
         st = client.stats()
     cols = [
         "tier",
@@ -89,11 +93,25 @@ def main(argv: list[str] | None = None) -> int:
             default=None,
             help=f"{help_} (default {default}{'; sizes like 256MiB' if kind == 'size' else ''})",
         )
+    token = sub.add_parser("token", help="manage bearer tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser(
+        "create", help="add a token to a tokens file and print it (only time shown)"
+    )
+    create.add_argument("--tenant", required=True, help="the tenant the token acts for")
+    create.add_argument("--role", required=True, choices=["read", "write", "admin"])
+    create.add_argument("--file", required=True, help="tokens file (created with mode 0600)")
     stats = sub.add_parser("stats", help="print a running server's per-tier table")
     stats.add_argument("target", nargs="?", default="127.0.0.1:50051", help="HOST:PORT or unix:PATH")
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    stats.add_argument("--token", default=None, help="bearer token (or MEMSTORE_TOKEN)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "token":
+            from memstore_server.auth import create_token
+
+            print(create_token(args.file, args.tenant, args.role))
+            return 0
         return _serve(args) if args.command == "serve" else _stats(args)
     except (ValueError, OSError) as exc:
         print(f"memstore: {exc}", file=sys.stderr)

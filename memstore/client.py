@@ -416,6 +416,72 @@ class _ClientBase:
 # ---- blocking client -----------------------------------------------------------------------------
 
 
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call of a blocking channel."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = [*list(details.metadata or []), self.header]
+        return (
+            details._replace(metadata=metadata)
+            if hasattr(details, "_replace")
+            else _Details(details, metadata)
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+    intercept_stream_unary = intercept_unary_unary
+    intercept_stream_stream = intercept_unary_unary
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, base: Any, metadata: list[tuple[str, str]]) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
+class _AsyncBearer:
+    """Adds ``authorization: Bearer <token>`` to asyncio calls. grpc.aio files each interceptor under one
+    kind only, so there is one small class per kind of call."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        metadata = grpc.aio.Metadata(*[*list(details.metadata or ()), self.header])
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+class _AsyncBearerUU(_AsyncBearer, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AsyncBearerUS(_AsyncBearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AsyncBearerSU(_AsyncBearer, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._details(details), request_iterator)
+
+
 class Client(_ClientBase):
     """A blocking client; safe to share between threads."""
 
@@ -428,11 +494,15 @@ class Client(_ClientBase):
         backoff: float = 0.05,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         local: str = "auto",
+        token: str | None = None,
     ) -> None:
         """``local``: "auto" copies through the server's shared-memory arena when it is on this host and
         falls back to gRPC otherwise; "always" raises if the arena cannot be mapped; "never" uses gRPC only.
+        ``token``: a bearer token for servers started with ``--auth-tokens``.
         """
         channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        if token:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = threading.Lock()
         from memstore.memory_client import MemoryClient
@@ -687,8 +757,14 @@ class AsyncClient(_ClientBase):
         backoff: float = 0.05,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         local: str = "auto",
+        token: str | None = None,
     ) -> None:
-        channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
+        interceptors = (
+            [_AsyncBearerUU(token), _AsyncBearerUS(token), _AsyncBearerSU(token)] if token else None
+        )
+        channel = grpc.aio.insecure_channel(
+            target, options=_channel_options(max_message_bytes), interceptors=interceptors
+        )
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = asyncio.Lock()
         from memstore.memory_client import AsyncMemoryClient

@@ -13,10 +13,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memstore import TieredStore
-from memstore.memory import MemoryStore
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
+from memstore_server.auth import AuthInterceptor, load_tokens
 from memstore_server.config import ServerConfig
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
@@ -33,7 +33,7 @@ class RunningServer:
     port: int
     service: StoreService
     health: health.HealthServicer
-    memory: MemoryStore
+    memory: MemoryService
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish within ``grace`` seconds."""
@@ -50,10 +50,13 @@ def create_server(
     max_workers: int = 16,
     max_concurrent_rpcs: int = 64,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    auth_tokens: str | None = None,
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
+    interceptors = [AuthInterceptor(load_tokens(auth_tokens))] if auth_tokens else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memstore-rpc"),
+        interceptors=interceptors,
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -64,7 +67,7 @@ def create_server(
     capacity = store.stats()
     largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
     service = StoreService(store, max_value_bytes=largest_tier)
-    memory = MemoryService(MemoryStore(store), service.shutting_down)
+    memory = MemoryService(store, service.shutting_down)
     server.add_generic_rpc_handlers((service.generic_handler(), memory.generic_handler()))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -81,12 +84,17 @@ def create_server(
     server.start()
     for name in ("", SERVICE, MEMORY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer, memory.memory)
+    return RunningServer(server, port, service, health_servicer, memory)
 
 
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code."""
     pool_large_allocations()
+    if not config.auth_tokens and not _loopback(config.listen) and not config.allow_no_auth:
+        raise ValueError(
+            f"refusing to serve {config.listen} without authentication: pass --auth-tokens FILE "
+            "(memstore token create), or --allow-no-auth true if the network is trusted"
+        )
     store = TieredStore(
         config.data_dir,
         hot_bytes=config.hot_bytes,
@@ -95,7 +103,11 @@ def serve(config: ServerConfig) -> int:
     )
     try:
         running = create_server(
-            store, config.listen, max_workers=config.workers, max_concurrent_rpcs=config.max_concurrent_rpcs
+            store,
+            config.listen,
+            max_workers=config.workers,
+            max_concurrent_rpcs=config.max_concurrent_rpcs,
+            auth_tokens=config.auth_tokens or None,
         )
     except BaseException:
         store.close()
@@ -109,6 +121,8 @@ def serve(config: ServerConfig) -> int:
         else f"{config.listen.rsplit(':', 1)[0]}:{running.port}"
     )
     log.info("memstore serving on %s; config %s", where, config.describe())
+    if not config.auth_tokens:
+        log.warning("authentication is off: every caller is the default tenant with every role")
     stop.wait()
     log.info(
         "shutting down: finishing calls in flight (grace %.1fs), then writing hot and warm to cold",
@@ -118,3 +132,10 @@ def serve(config: ServerConfig) -> int:
     store.close()
     log.info("stopped")
     return 0
+
+
+def _loopback(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -58,6 +58,8 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("max_concurrent_rpcs", "int", 64, "calls beyond this are refused with RESOURCE_EXHAUSTED"),
     ("grace", "float", 10.0, "seconds calls in flight get to finish on SIGTERM/SIGINT"),
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
+    ("allow_no_auth", "bool", False, "serve a non-loopback address without authentication anyway"),
 ]
 
 
@@ -72,6 +74,8 @@ class ServerConfig:
     max_concurrent_rpcs: int = 64
     grace: float = 10.0
     log_level: str = "INFO"
+    auth_tokens: str = ""
+    allow_no_auth: bool = False
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
@@ -85,6 +89,14 @@ def _convert(kind: str, value: Any, source: str) -> Any:
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: {exc}") from None

@@ -8,18 +8,39 @@ from typing import Any
 
 import grpc
 
+from memstore import TieredStore
 from memstore.errors import InvalidValueError
 from memstore.memory import MemoryStore, record_from_pb, record_to_pb
 from memstore.v1 import memstore_pb2 as pb
+from memstore_server.auth import current_tenant
 from memstore_server.servicer import Servicer, handler, parse
 
 SERVICE = "memstore.v1.Memory"
 
 
 class MemoryService(Servicer):
-    def __init__(self, memory: MemoryStore, shutting_down: threading.Event) -> None:
+    """One ``MemoryStore`` per tenant, made on the tenant's first call."""
+
+    def __init__(self, store: TieredStore, shutting_down: threading.Event) -> None:
         super().__init__(shutting_down)
-        self.memory = memory
+        self.store = store
+        self._by_tenant: dict[str, MemoryStore] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def memory(self) -> MemoryStore:
+        tenant = current_tenant()
+        with self._lock:
+            mem = self._by_tenant.get(tenant)
+            if mem is None:
+                mem = self._by_tenant[tenant] = MemoryStore(self.store, tenant=tenant)
+            return mem
+
+    def close(self) -> None:
+        with self._lock:
+            for mem in self._by_tenant.values():
+                mem.close()
+            self._by_tenant.clear()
 
     @handler
     def put(self, raw: bytes, context: grpc.ServicerContext) -> bytes:

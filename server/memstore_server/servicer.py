@@ -28,6 +28,7 @@ from memstore.prefetch import Mode as PrefetchMode
 from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
+from memstore_server.auth import tenant_namespace
 from memstore_server.errors import Abort, status_for
 
 log = logging.getLogger("memstore.server")
@@ -55,10 +56,6 @@ def parse(cls: type[M], raw: bytes) -> M:
         raise Abort(
             grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {cls.__name__}: {exc}"
         ) from None
-
-
-def _ns(name: str) -> str:
-    return name or "default"
 
 
 def array_value(data: memoryview | bytes | bytearray, info: pb.ArrayInfo) -> np.ndarray:
@@ -139,6 +136,15 @@ class StoreService(Servicer):
         super().__init__()
         self.store = store
         self.max_value_bytes = max_value_bytes
+        self._defaults: set[str] = set()
+
+    def _ns(self, name: str) -> str:
+        """The store namespace of the caller's tenant for a requested name; every tenant has a default."""
+        ns = tenant_namespace(name or "default")
+        if (not name or name == "default") and ns not in self._defaults:
+            self.store.create_namespace(ns)
+            self._defaults.add(ns)
+        return ns
 
     # ---- handlers (raw bytes in, raw bytes out) ---------------------------------------------------
 
@@ -157,9 +163,11 @@ class StoreService(Servicer):
                 raise InvalidValueError(f"dtype {req.value_layout.dtype!r} is not a plain numpy dtype string")
             opts["value_dtype"] = req.value_layout.dtype
             opts["value_shape"] = tuple(req.value_layout.shape)
-        ns = self.store.create_namespace(req.name, durability=_DURABILITY[req.durability], **opts)
+        ns = self.store.create_namespace(
+            tenant_namespace(req.name), durability=_DURABILITY[req.durability], **opts
+        )
         out = pb.CreateNamespaceRequest(
-            name=ns.name,
+            name=req.name,
             durability=pb.PERSISTENT if ns.persistent else pb.CACHE,
             warm_codec=ns.warm_codec,
             cold_codec=ns.cold_codec,
@@ -179,7 +187,7 @@ class StoreService(Servicer):
             self.check_deadline(context)
             chunk, data = parse_chunk(pb.PutChunk, raw)
             if namespace is None:
-                namespace = _ns(chunk.namespace)
+                namespace = self._ns(chunk.namespace)
             for item, piece in pieces(chunk.items, data):
                 if item.offset == 0:
                     array = item.array if item.HasField("array") else None
@@ -200,7 +208,7 @@ class StoreService(Servicer):
     @_stream_handler
     def get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         req = parse(pb.GetRequest, raw)
-        ns = _ns(req.namespace)
+        ns = self._ns(req.namespace)
 
         def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
             for index, key in enumerate(req.keys):
@@ -217,7 +225,7 @@ class StoreService(Servicer):
     @handler
     def delete(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.KeysRequest, raw)
-        ns = _ns(req.namespace)
+        ns = self._ns(req.namespace)
         deleted = []
         for key in req.keys:
             self.check_deadline(context)
@@ -227,7 +235,7 @@ class StoreService(Servicer):
     @handler
     def exists(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.KeysRequest, raw)
-        ns = _ns(req.namespace)
+        ns = self._ns(req.namespace)
         return pb.ExistsResponse(exists=[self.store.contains(k, ns=ns) for k in req.keys]).SerializeToString()
 
     @handler
@@ -253,13 +261,13 @@ class StoreService(Servicer):
     @handler
     def lookup(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.KeysRequest, raw)
-        tiers = self.store.tiers_of(req.keys, ns=_ns(req.namespace), lookahead=True)
+        tiers = self.store.tiers_of(req.keys, ns=self._ns(req.namespace), lookahead=True)
         return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
 
     @handler
     def prefetch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.PrefetchRequest, raw)
-        ns = _ns(req.namespace)
+        ns = self._ns(req.namespace)
         if req.hint:
             task = self.store.hint(ns=ns, prefix=req.prefix)
         else:
@@ -274,12 +282,16 @@ class StoreService(Servicer):
     def pin(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.PinRequest, raw)
         op = self.store.unpin if req.unpin else self.store.pin
-        return pb.PinResponse(changed=[op(k, ns=_ns(req.namespace)) for k in req.keys]).SerializeToString()
+        return pb.PinResponse(
+            changed=[op(k, ns=self._ns(req.namespace)) for k in req.keys]
+        ).SerializeToString()
 
     @handler
     def delete_namespace(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.DeleteNamespaceRequest, raw)
-        return pb.DeleteNamespaceResponse(removed=self.store.delete_namespace(req.name)).SerializeToString()
+        return pb.DeleteNamespaceResponse(
+            removed=self.store.delete_namespace(tenant_namespace(req.name))
+        ).SerializeToString()
 
     # ---- the local path ---------------------------------------------------------------------------
 
@@ -299,7 +311,7 @@ class StoreService(Servicer):
     def local_get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.GetRequest, raw)
         out = pb.LocalGetResponse()
-        for loc in self.store.locate_many(req.keys, ns=_ns(req.namespace)):
+        for loc in self.store.locate_many(req.keys, ns=self._ns(req.namespace)):
             if loc is None:
                 out.locations.add(status=pb.LOCAL_MISS)
             elif isinstance(loc, HotLocation):
@@ -329,7 +341,7 @@ class StoreService(Servicer):
                     raise InvalidValueError(f"dtype {item.array.dtype!r} is not a plain numpy dtype string")
                 dtype, shape = item.array.dtype, tuple(item.array.shape)
             r = self.store.reserve_put(
-                item.key, item.size, ns=_ns(req.namespace), dtype=dtype, shape=shape, lease=lease
+                item.key, item.size, ns=self._ns(req.namespace), dtype=dtype, shape=shape, lease=lease
             )
             if r is None:
                 out.reserved.add(ok=False)

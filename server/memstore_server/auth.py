@@ -1,0 +1,171 @@
+"""Bearer-token authentication and the tenant of each call.
+
+A tokens file holds one JSON object per line: the SHA-256 of a token (never the token itself), its
+tenant and its role (``read`` < ``write`` < ``admin``). ``memstore token create`` adds a line and prints
+the new token once. The interceptor checks every call: a missing or unknown token is
+UNAUTHENTICATED, a role too weak for the method is PERMISSION_DENIED. The tenant comes from the token
+alone and reaches the handlers through ``current_tenant()``; every namespace a tenant names is stored
+under ``t.<tenant>.`` so nothing crosses tenants.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+ROLES = {"read": 1, "write": 2, "admin": 3}
+DEFAULT_TENANT = "default"
+_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_tenant", default=DEFAULT_TENANT)
+
+# The role each method needs; methods not listed need "write".
+NEEDS: dict[str, str] = {
+    "Get": "read",
+    "Exists": "read",
+    "Stats": "read",
+    "Lookup": "read",
+    "Prefetch": "read",
+    "LocalGet": "read",
+    "List": "read",
+    "ListNamespaces": "read",
+    "History": "read",
+    "Search": "read",
+    "DeleteNamespace": "admin",
+    "OpenLocal": "admin",
+}
+
+
+def current_tenant() -> str:
+    return _tenant.get()
+
+
+def tenant_namespace(name: str) -> str:
+    """The store namespace that holds a tenant's namespace ``name`` (the default tenant's are unprefixed)."""
+    tenant = current_tenant()
+    return name if tenant == DEFAULT_TENANT or not name else f"t.{tenant}.{name}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    role: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(path: str, tenant: str, role: str) -> str:
+    """Append a new token for ``tenant`` with ``role`` to the tokens file; returns the token."""
+    if not _TENANT.match(tenant) or tenant == DEFAULT_TENANT:
+        raise ValueError("a tenant is 1-32 characters of A-Z a-z 0-9 _ - (and not 'default')")
+    if role not in ROLES:
+        raise ValueError(f"role is one of {sorted(ROLES)}")
+    token = "ms_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as f:
+        f.write(json.dumps({"sha256": hash_token(token), "tenant": tenant, "role": role}) + "\n")
+    return token
+
+
+def load_tokens(path: str) -> dict[str, Principal]:
+    out = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                out[entry["sha256"]] = Principal(entry["tenant"], entry["role"])
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ValueError(f"{path}:{n}: not a token entry ({exc})") from None
+            if entry["role"] not in ROLES or not _TENANT.match(entry["tenant"]):
+                raise ValueError(f"{path}:{n}: bad role or tenant")
+    return out
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        tokens: dict[str, Principal],
+        open_services: tuple[str, ...] = ("grpc.health.v1.Health", "grpc.reflection"),
+    ) -> None:
+        self.tokens = tokens
+        self.open_services = open_services
+
+    def _principal(self, metadata: Any) -> Principal | None:
+        for key, value in metadata or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                digest = hash_token(value[7:])
+                for known, principal in self.tokens.items():
+                    if hmac.compare_digest(known, digest):
+                        return principal
+        return None
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        method = details.method or ""
+        if method.lstrip("/").startswith(self.open_services):
+            return continuation(details)
+        handler = continuation(details)
+        if handler is None:
+            return None
+        principal = self._principal(details.invocation_metadata)
+        if principal is None:
+            return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        need = NEEDS.get(method.rsplit("/", 1)[-1], "write")
+        if ROLES[principal.role] < ROLES[need]:
+            return _refuse(handler, grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
+        return _with_tenant(handler, principal.tenant)
+
+
+def _wrap(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            return handler._replace(**{kind: wrap(behaviour)})
+    return handler
+
+
+def _refuse(handler: Any, code: grpc.StatusCode, message: str) -> Any:
+    def wrap(_behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(code, message)
+
+        return refuse
+
+    return _wrap(handler, wrap)
+
+
+def _with_tenant(handler: Any, tenant: str) -> Any:
+    def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            token = _tenant.set(tenant)
+            try:
+                result = behaviour(request, context)
+                if handler.response_streaming:  # a generator runs after we return: carry the tenant in
+                    return _tenant_stream(result, tenant)
+                return result
+            finally:
+                _tenant.reset(token)
+
+        return run
+
+    return _wrap(handler, wrap)
+
+
+def _tenant_stream(gen: Any, tenant: str) -> Any:
+    token = _tenant.set(tenant)
+    try:
+        yield from gen
+    finally:
+        _tenant.reset(token)
