@@ -134,3 +134,21 @@ def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize(
+    "method", ["Put", "Get", "Delete", "List", "ListNamespaces", "History", "Revert", "Search"]
+)
+def test_garbage_bytes_to_every_memory_method(target, method, seed) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    with Client(target) as c:
+        call = c._channel.unary_unary(f"/memstore.v1.Memory/{method}")
+        for _ in range(30):
+            try:
+                call(rng.bytes(int(rng.integers(1, 200))), timeout=5)
+            except grpc.RpcError as exc:
+                assert exc.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ), exc
+        assert c.memory.put(NS, "still", 1) >= 1  # the server keeps serving
