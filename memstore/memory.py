@@ -6,6 +6,11 @@ times, an optional TTL and validity interval, and a version. Writes are acknowle
 LMDB commit (the store's ``persistent`` class) and records are never evicted for space; hot records are
 also cached in the store's hot and warm tiers like any other value.
 
+Heat: the in-memory index keeps what search needs (metadata, text, embeddings); values live only in
+the store's tiers, read back for each record returned. Reads go through the store, so records that are
+read stay in the hot and warm tiers and the rest sink to LMDB; each read also bumps a decaying heat
+(``heat()``), which ``open_session`` uses to pick what to bring up first.
+
 Layout in the store (namespace ``memory``): the current version of a record under
 ``r/<tenant>/<ns parts joined by 0x1f>/0x00<key>``, every earlier version under ``h/...0x00<key>0x00<ver>``
 (8 bytes, big-endian). Each value is a 4-byte JSON length, the JSON, then the embedding as float32.
@@ -40,6 +45,16 @@ from memstore.store import TieredStore
 SEP = "\x1f"
 NS = "memory"
 _WORD = re.compile(r"[a-z0-9]+")
+
+
+class _InStore:
+    """Placeholder for a value that lives only in the store's tiers (the index keeps what search needs)."""
+
+    def __repr__(self) -> str:
+        return "<in store>"
+
+
+IN_STORE: Any = _InStore()
 
 
 class VersionConflict(MemstoreError):
@@ -218,6 +233,8 @@ class _VectorIndex:
 
 
 class MemoryStore:
+    HEAT_HALF_LIFE = 600.0
+
     def __init__(
         self,
         store: TieredStore,
@@ -241,6 +258,7 @@ class MemoryStore:
         # KV blocks built from records: (namespace, key) -> [(kv namespace, kv key, record version)]
         self._deps: dict[tuple[tuple[str, ...], str], builtins.list[tuple[str, bytes, int]]] = {}
         self._sessions: dict[str, builtins.list[tuple[str, bytes]]] = {}
+        self._heat: dict[tuple[tuple[str, ...], str], tuple[float, float]] = {}
         self._load()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -268,7 +286,7 @@ class MemoryStore:
             value = self.store.get(raw_key, ns=NS, promote=False)
             if value is not None:
                 rec = MemoryRecord.decode(value)
-                self._live[(rec.namespace, rec.key)] = rec
+                self._live[(rec.namespace, rec.key)] = self._slim(rec)
                 self._index(rec)
         for raw_key in self.store.keys(ns=NS, prefix=self._prefix("h")):
             body = raw_key[len(self._prefix("h")) :]
@@ -277,6 +295,25 @@ class MemoryStore:
             self._history.setdefault(ident, []).append(int.from_bytes(ver, "big"))
         for versions in self._history.values():
             versions.sort()
+
+    def _slim(self, rec: MemoryRecord) -> MemoryRecord:
+        """The index's copy: everything search needs, the value left to the store's tiers."""
+        return replace(rec, value=IN_STORE)
+
+    def _full(self, rec: MemoryRecord) -> MemoryRecord:
+        """A record with its value read back from the store (which promotes it: reads keep records hot)."""
+        if rec.value is not IN_STORE:
+            return replace(rec)
+        raw = self.store.get(self._key("r", rec.namespace, rec.key), ns=NS)
+        value = MemoryRecord.decode(raw).value if raw is not None else None
+        return replace(rec, value=value)
+
+    def heat(self, namespace: Sequence[str], key: str) -> float:
+        """Reads of the record, each decaying with a half-life of ``HEAT_HALF_LIFE`` seconds."""
+        ident = (_check_namespace(namespace), key)
+        with self._lock:
+            h, t = self._heat.get(ident, (0.0, self.clock()))
+        return float(h * 0.5 ** ((self.clock() - t) / self.HEAT_HALF_LIFE))
 
     def _index(self, rec: MemoryRecord) -> None:
         ident = (rec.namespace, rec.key)
@@ -374,7 +411,7 @@ class MemoryStore:
                     continue
                 rec.version = (old.version if old is not None else 0) + 1
                 if old is not None:
-                    writes.append((self._key("h", ns, key, old.version), old.encode()))
+                    writes.append((self._key("h", ns, key, old.version), self._full(old).encode()))
                 writes.append((self._key("r", ns, key), rec.encode()))
                 staged.append(rec)
                 versions.append(rec.version)
@@ -386,7 +423,7 @@ class MemoryStore:
                 old = self._live.get(ident)
                 if old is not None:
                     self._history.setdefault(ident, []).append(old.version)
-                self._live[ident] = rec
+                self._live[ident] = self._slim(rec)
                 self._index(rec)
         return versions
 
@@ -404,6 +441,7 @@ class MemoryStore:
                 self.store.delete(self._key("r", ns, key), ns=NS)
                 self._index(replace(self._live.pop((ns, key)), deleted=True))
                 return True
+            old = self._full(old)
             tomb = replace(old, deleted=True, version=old.version + 1, updated_at=self.clock(), score=None)
             self.store.put_many(
                 [
@@ -413,7 +451,7 @@ class MemoryStore:
                 ns=NS,
             )
             self._history.setdefault((ns, key), []).append(old.version)
-            self._live[(ns, key)] = tomb
+            self._live[(ns, key)] = self._slim(tomb)
             self._index(tomb)
             return True
 
@@ -451,7 +489,9 @@ class MemoryStore:
                 return None
             if rec.ttl:
                 rec.expires_at = now + rec.ttl
-            return replace(rec)
+            h, t = self._heat.get((ns, key), (0.0, now))
+            self._heat[(ns, key)] = (h * 0.5 ** ((now - t) / self.HEAT_HALF_LIFE) + 1.0, now)
+            return self._full(rec)
 
     def history(self, namespace: Sequence[str], key: str) -> builtins.list[MemoryRecord]:
         """Every version, oldest first, the current one (or its deletion) last."""
@@ -465,7 +505,7 @@ class MemoryStore:
             if raw is not None:
                 out.append(MemoryRecord.decode(raw))
         if current is not None:
-            out.append(replace(current))
+            out.append(self._full(current))
         return out
 
     def list(
@@ -485,7 +525,7 @@ class MemoryStore:
             idents = [i for i in idents if i > start]
         page = idents[:limit]
         with self._lock:
-            records = [replace(self._live[i]) for i in page if i in self._live]
+            records = [self._full(self._live[i]) for i in page if i in self._live]
         nxt = json.dumps([list(page[-1][0]), page[-1][1]]) if len(idents) > limit else None
         return records, nxt
 
@@ -562,7 +602,11 @@ class MemoryStore:
             order = sorted(range(len(pool)), key=lambda i: -scores[i])
         out = []
         for i in order[cursor : cursor + top_k]:
-            out.append(replace(pool[i], score=float(scores[i]) if (vector is not None or query) else None))
+            out.append(
+                replace(
+                    self._full(pool[i]), score=float(scores[i]) if (vector is not None or query) else None
+                )
+            )
         return out
 
     def _vector_search(
@@ -605,7 +649,7 @@ class MemoryStore:
             if skipped < cursor:
                 skipped += 1
                 continue
-            out.append(replace(rec, score=float(score)))
+            out.append(replace(self._full(rec), score=float(score)))
             if len(out) == top_k:
                 break
         return out
@@ -684,7 +728,7 @@ class MemoryStore:
         now = self.clock()
         with self._lock:
             mine = [r for i, r in self._live.items() if i[0][: len(ns)] == ns and self._alive(r, now)]
-        mine.sort(key=lambda r: -r.updated_at)
+        mine.sort(key=lambda r: (-self.heat(r.namespace, r.key), -r.updated_at))  # hottest, then newest
         chosen = {(r.namespace, r.key) for r in mine if "pinned" in r.tags} | {
             (r.namespace, r.key) for r in mine[:recent]
         }

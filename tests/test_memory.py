@@ -234,3 +234,34 @@ def test_sessions_prefetch_and_pin(tmp_path) -> None:  # type: ignore[no-untyped
     finally:
         mem.close()
         store.close()
+
+
+def test_heat_tiering(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    from memstore.memory import IN_STORE
+
+    rng = random.Random(seed)
+    store = open_store(str(tmp_path / "s"), hot_bytes=256 << 10, warm_bytes=256 << 10, cold_bytes=64 * MiB)
+    clock = Clock()
+    mem = MemoryStore(store, clock=clock, sweep_interval=None)
+    try:
+        blobs = {i: rng.randbytes(10_000).hex() for i in range(60)}
+        for i, blob in blobs.items():
+            mem.put(NS, f"n{i}", {"blob": blob}, text=f"note {i}")
+        store.flush()
+        keys = [mem._key("r", NS, f"n{i}") for i in range(60)]
+        assert mem._live[(NS, "n0")].value is IN_STORE  # the index holds no values
+        assert store.tiers_of(keys, ns="memory").count("cold") > 20  # unread records sank to LMDB
+        assert mem.get(NS, "n0").value == {"blob": blobs[0]}
+        assert store.tiers_of(keys[:1], ns="memory") == ["hot"]  # a read brings a record up
+        assert [r.value["blob"] for r in mem.search(NS, query="note 7", top_k=60) if r.key == "n7"] == [
+            blobs[7]
+        ]
+        h1 = mem.heat(NS, "n0")
+        mem.get(NS, "n0")
+        h2 = mem.heat(NS, "n0")
+        assert h2 > h1
+        clock.t += MemoryStore.HEAT_HALF_LIFE
+        assert abs(mem.heat(NS, "n0") - h2 / 2) < 1e-9  # heat decays with its half-life
+    finally:
+        mem.close()
+        store.close()
