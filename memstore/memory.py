@@ -257,7 +257,7 @@ class MemoryStore:
         self._vectors: dict[int, _VectorIndex] = {}
         # KV blocks built from records: (namespace, key) -> [(kv namespace, kv key, record version)]
         self._deps: dict[tuple[tuple[str, ...], str], builtins.list[tuple[str, bytes, int]]] = {}
-        self._sessions: dict[str, builtins.list[tuple[str, bytes]]] = {}
+        self._sessions: dict[str, tuple[builtins.list[tuple[str, bytes]], builtins.list[bytes]]] = {}
         self._heat: dict[tuple[tuple[str, ...], str], tuple[float, float]] = {}
         self._load()
         self._stop = threading.Event()
@@ -742,14 +742,18 @@ class MemoryStore:
         if kv is not None:
             self.store.prefetch(list(kv[1]), ns=kv[0], mode="best_effort")
         with self._lock:
-            self._sessions[session_id] = pinned
+            self._sessions[session_id] = (pinned, keys)
 
     def close_session(self, session_id: str) -> None:
-        """The session ends: its records are unpinned and age out of the upper tiers like any other."""
+        """The session ends: its records are unpinned and moved out of the hot tier."""
         with self._lock:
-            pinned = self._sessions.pop(session_id, [])
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        pinned, keys = session
         for ns, k in pinned:
             self.store.unpin(k, ns=ns)
+        self.store.demote(keys, ns=NS)
 
     # ---- TTL ------------------------------------------------------------------------------------
 

@@ -13,7 +13,19 @@ from memstore.memory import MemoryRecord, record_from_pb, record_to_pb
 from memstore.v1 import memstore_pb2 as pb
 
 _PATH = "/memstore.v1.Memory/"
-_RPCS = ("Put", "Get", "Delete", "List", "ListNamespaces", "History", "Revert", "Search")
+_RPCS = (
+    "Put",
+    "Get",
+    "Delete",
+    "List",
+    "ListNamespaces",
+    "History",
+    "Revert",
+    "Search",
+    "OpenSession",
+    "CloseSession",
+    "RegisterKVDependency",
+)
 
 
 def _write(item: dict[str, Any]) -> Any:
@@ -206,6 +218,53 @@ class MemoryClient:
     ) -> builtins.list[MemoryRecord]:
         req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha, semantic)
         return _Requests.found(self._call("Search", req), pb.MemorySearchResponse)
+
+    def open_session(
+        self,
+        session_id: str,
+        namespace: Sequence[str],
+        *,
+        hint_queries: Iterable[str] = (),
+        recent: int = 64,
+        kv: tuple[str, Iterable[bytes]] | None = None,
+    ) -> None:
+        """Returns at once; the server brings the session's memory (and KV prefix) toward the hot tier."""
+        self._call("OpenSession", _open_session(session_id, namespace, hint_queries, recent, kv))
+
+    def close_session(self, session_id: str) -> None:
+        self._call("CloseSession", pb.CloseSessionRequest(session_id=session_id).SerializeToString())
+
+    def register_kv_dependency(
+        self, kv_namespace: str, kv_keys: Iterable[bytes], records: Iterable[tuple[Sequence[str], str, int]]
+    ) -> None:
+        """A change to any of ``records`` (namespace, key, version) deletes exactly these KV blocks."""
+        self._call("RegisterKVDependency", _dependency(kv_namespace, kv_keys, records))
+
+
+def _open_session(
+    session_id: str,
+    namespace: Sequence[str],
+    hint_queries: Iterable[str],
+    recent: int,
+    kv: tuple[str, Iterable[bytes]] | None,
+) -> bytes:
+    req = pb.OpenSessionRequest(
+        session_id=session_id, namespace=list(namespace), hint_queries=list(hint_queries), recent=recent
+    )
+    if kv is not None:
+        req.kv_namespace = kv[0]
+        req.kv_keys.extend(kv[1])
+    return req.SerializeToString()
+
+
+def _dependency(
+    kv_namespace: str, kv_keys: Iterable[bytes], records: Iterable[tuple[Sequence[str], str, int]]
+) -> bytes:
+    req = pb.KVDependencyRequest(kv_namespace=kv_namespace, kv_keys=list(kv_keys))
+    for ns, key, version in records:
+        req.records.append(_key(ns, key))
+        req.versions.append(version)
+    return req.SerializeToString()
 
 
 class AsyncMemoryClient:

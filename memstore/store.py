@@ -546,6 +546,18 @@ class TieredStore:
                 return True
             return False
 
+    def demote(self, keys: Iterable[bytes], *, ns: str = "default") -> int:
+        """Move keys out of the hot tier now (to warm, or just drop a clean copy); returns how many moved."""
+        namespace = self._ns(ns)
+        moved = 0
+        with self._lock:
+            self._check_open()
+            for key in keys:
+                fk = namespace.prefix + _check_key(key)
+                if fk in self._hot_index and fk not in self._pinned and self._demote_hot(fk):
+                    moved += 1
+        return moved
+
     def delete_namespace(self, name: str) -> int:
         """Remove a namespace and every record in it; returns how many records were removed."""
         namespace = self._ns(name)

@@ -178,3 +178,17 @@ def test_the_server_embeds_text_with_minilm(tmp_path) -> None:  # type: ignore[n
     finally:
         running.stop(1)
         store.close()
+
+
+def test_sessions_and_kv_dependencies_over_grpc(target) -> None:  # type: ignore[no-untyped-def]
+    with Client(target) as c:
+        c.create_namespace("kv-demo")
+        c.put_many({b"blk-1": b"kv one", b"blk-2": b"kv two", b"blk-x": b"unrelated"}, ns="kv-demo")
+        v = c.memory.put(NS, "profile", {"name": "Ada"}, tags=["pinned"])
+        c.memory.register_kv_dependency("kv-demo", [b"blk-1", b"blk-2"], [(NS, "profile", v)])
+        c.memory.open_session("s1", NS, hint_queries=["Ada"], kv=("kv-demo", [b"blk-1"]))
+        assert c.stats()["pinned"] == 1  # the pinned record, for the session's lifetime
+        c.memory.close_session("s1")
+        assert c.stats()["pinned"] == 0
+        c.memory.put(NS, "profile", {"name": "Ada L."})  # the record changed: exactly its blocks go
+        assert c.get_many([b"blk-1", b"blk-2", b"blk-x"], ns="kv-demo") == [None, None, b"unrelated"]

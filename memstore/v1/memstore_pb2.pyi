@@ -524,3 +524,41 @@ class MemorySearchResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[MemoryRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ...) -> None: ...
+
+class OpenSessionRequest(_message.Message):
+    __slots__ = ("session_id", "namespace", "hint_queries", "recent", "kv_namespace", "kv_keys")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    HINT_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    KV_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KV_KEYS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    namespace: _containers.RepeatedScalarFieldContainer[str]
+    hint_queries: _containers.RepeatedScalarFieldContainer[str]
+    recent: int
+    kv_namespace: str
+    kv_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[str] = ..., namespace: _Optional[_Iterable[str]] = ..., hint_queries: _Optional[_Iterable[str]] = ..., recent: _Optional[int] = ..., kv_namespace: _Optional[str] = ..., kv_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CloseSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KVDependencyRequest(_message.Message):
+    __slots__ = ("kv_namespace", "kv_keys", "records", "versions")
+    KV_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KV_KEYS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    kv_namespace: str
+    kv_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    records: _containers.RepeatedCompositeFieldContainer[MemoryKey]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, kv_namespace: _Optional[str] = ..., kv_keys: _Optional[_Iterable[bytes]] = ..., records: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -12,7 +12,7 @@ from memstore import TieredStore
 from memstore.errors import InvalidValueError
 from memstore.memory import MemoryStore, record_from_pb, record_to_pb
 from memstore.v1 import memstore_pb2 as pb
-from memstore_server.auth import current_tenant
+from memstore_server.auth import current_tenant, tenant_namespace
 from memstore_server.servicer import Servicer, handler, parse
 
 SERVICE = "memstore.v1.Memory"
@@ -138,6 +138,33 @@ class MemoryService(Servicer):
         )
         return pb.MemorySearchResponse(records=[record_to_pb(r) for r in found]).SerializeToString()
 
+    @handler
+    def open_session(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = parse(pb.OpenSessionRequest, raw)
+        kv = (tenant_namespace(req.kv_namespace), list(req.kv_keys)) if req.kv_namespace else None
+        self.memory.open_session(
+            req.session_id,
+            tuple(req.namespace),
+            hint_queries=list(req.hint_queries),
+            recent=req.recent or 64,
+            kv=kv,
+        )
+        return pb.SessionResponse().SerializeToString()
+
+    @handler
+    def close_session(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        self.memory.close_session(parse(pb.CloseSessionRequest, raw).session_id)
+        return pb.SessionResponse().SerializeToString()
+
+    @handler
+    def register_kv_dependency(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = parse(pb.KVDependencyRequest, raw)
+        if len(req.records) != len(req.versions):
+            raise InvalidValueError("one version per record")
+        records = [(tuple(k.namespace), k.key, v) for k, v in zip(req.records, req.versions, strict=True)]
+        self.memory.register_kv_dependency(tenant_namespace(req.kv_namespace), list(req.kv_keys), records)
+        return pb.SessionResponse().SerializeToString()
+
     def generic_handler(self) -> grpc.GenericRpcHandler:
         h = grpc
         return h.method_handlers_generic_handler(
@@ -151,5 +178,8 @@ class MemoryService(Servicer):
                 "History": h.unary_unary_rpc_method_handler(self.history),
                 "Revert": h.unary_unary_rpc_method_handler(self.revert),
                 "Search": h.unary_unary_rpc_method_handler(self.search),
+                "OpenSession": h.unary_unary_rpc_method_handler(self.open_session),
+                "CloseSession": h.unary_unary_rpc_method_handler(self.close_session),
+                "RegisterKVDependency": h.unary_unary_rpc_method_handler(self.register_kv_dependency),
             },
         )
