@@ -18,6 +18,31 @@ def seed(request: pytest.FixtureRequest) -> int:
     return value
 
 
+def serve_command(tmp_path: object, *extra: str, cold: str = "256MiB") -> tuple[list[str], str]:
+    """The ``memstore serve`` command line of a test server on a unix socket, and its target."""
+    import sys
+
+    sock = f"unix:{tmp_path}/serve.sock"
+    cmd = [
+        sys.executable,
+        "-m",
+        "memstore.cli",
+        "serve",
+        "--listen",
+        sock,
+        "--data-dir",
+        f"{tmp_path}/data",
+        "--hot-bytes",
+        "8MiB",
+        "--warm-bytes",
+        "8MiB",
+        "--cold-bytes",
+        cold,
+        *extra,
+    ]
+    return cmd, sock
+
+
 def open_store(path: str, **kw: int) -> TieredStore:
     opts = {"hot_bytes": 4 * MiB, "warm_bytes": 8 * MiB, "cold_bytes": 64 * MiB, "prefault": False}
     opts.update(kw)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 
 import grpc
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore_server import create_server
-from tests.conftest import MiB
+from tests.conftest import MiB, serve_command
 from tests.test_service import _wait_for
 
 NS = ("user-1", "agent-a", "facts")
@@ -93,23 +92,7 @@ def test_async_memory(target) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
-    sock = f"unix:{tmp_path}/serve.sock"
-    cmd = [
-        sys.executable,
-        "-m",
-        "memstore.cli",
-        "serve",
-        "--listen",
-        sock,
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--hot-bytes",
-        "8MiB",
-        "--warm-bytes",
-        "8MiB",
-        "--cold-bytes",
-        "128MiB",
-    ]
+    cmd, sock = serve_command(tmp_path, cold="128MiB")
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     acked = []
     try:

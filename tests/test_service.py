@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore.v1 import memstore_pb2 as pb
 from memstore_server import create_server
-from tests.conftest import MiB
+from tests.conftest import MiB, serve_command
 
 METHODS = ["CreateNamespace", "Put", "Get", "Delete", "Exists", "Stats"]
 
@@ -233,25 +232,7 @@ def _wait_for(target: str, timeout: float = 30) -> None:
 
 
 def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
-    sock = f"unix:{tmp_path}/serve.sock"
-    cmd = [
-        sys.executable,
-        "-m",
-        "memstore.cli",
-        "serve",
-        "--listen",
-        sock,
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--hot-bytes",
-        "8MiB",
-        "--warm-bytes",
-        "8MiB",
-        "--cold-bytes",
-        "256MiB",
-        "--grace",
-        "5",
-    ]
+    cmd, sock = serve_command(tmp_path, "--grace", "5")
     values = {b"v%d" % i: np.random.default_rng(seed + i).bytes(1 * MiB) for i in range(20)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
