@@ -174,6 +174,21 @@ def _channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def _tls_credentials(ca: str | None, cert: str | None, key: str | None) -> Any:
+    if not (ca or cert):
+        return None
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert)
+    )
+
+
 def _items(items: Iterable[tuple[bytes, Any]] | Mapping[bytes, Any]) -> list[tuple[bytes, Any]]:
     return list(items.items()) if isinstance(items, Mapping) else list(items)
 
@@ -495,12 +510,22 @@ class Client(_ClientBase):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         local: str = "auto",
         token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         """``local``: "auto" copies through the server's shared-memory arena when it is on this host and
         falls back to gRPC otherwise; "always" raises if the arena cannot be mapped; "never" uses gRPC only.
-        ``token``: a bearer token for servers started with ``--auth-tokens``.
+        ``token``: a bearer token for servers started with ``--auth-tokens``. ``tls_ca`` (PEM path) turns
+        on TLS; ``tls_cert``/``tls_key`` present a client certificate (mutual TLS).
         """
-        channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        creds = _tls_credentials(tls_ca, tls_cert, tls_key)
+        options = _channel_options(max_message_bytes)
+        channel = (
+            grpc.secure_channel(target, creds, options=options)
+            if creds
+            else grpc.insecure_channel(target, options=options)
+        )
         if token:
             channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._setup(channel, target, timeout, retries, backoff, local)
@@ -758,13 +783,19 @@ class AsyncClient(_ClientBase):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         local: str = "auto",
         token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         interceptors = (
             [_AsyncBearerUU(token), _AsyncBearerUS(token), _AsyncBearerSU(token)] if token else None
         )
-        channel = grpc.aio.insecure_channel(
-            target, options=_channel_options(max_message_bytes), interceptors=interceptors
-        )
+        creds = _tls_credentials(tls_ca, tls_cert, tls_key)
+        options = _channel_options(max_message_bytes)
+        if creds:
+            channel = grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
+        else:
+            channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = asyncio.Lock()
         from memstore.memory_client import AsyncMemoryClient

