@@ -314,16 +314,11 @@ class _LocalRead:
 
 
 def _copy_into(value: Any, out: memoryview) -> int:
-    data = value_bytes(value)
+    data, _, _ = value_to_raw(value)
     if len(out) < len(data):
         raise ValueError(f"the buffer holds {len(out)} bytes, the value has {len(data)}")
     out[: len(data)] = data
     return len(data)
-
-
-def value_bytes(value: Any) -> memoryview:
-    raw, _, _ = value_to_raw(value)
-    return raw
 
 
 class _LocalWrite:

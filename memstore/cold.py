@@ -223,11 +223,6 @@ class ColdTier:
                 else:
                     op.future.set_exception(err)
 
-    def disk_bytes(self) -> int:
-        info = self.env.info()
-        stat = self.env.stat()
-        return int((info["last_pgno"] + 1) * stat["psize"])
-
     def close(self) -> None:
         with self._cond:
             self._stopping = True

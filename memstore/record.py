@@ -128,11 +128,6 @@ def parse_record(buf: bytes | bytearray | memoryview) -> tuple[RecordMeta, memor
     return meta, payload
 
 
-def header_length(buf: bytes | memoryview) -> int:
-    _, _, _, _, dtype_len, ndim, *_ = _FIXED.unpack_from(buf)
-    return int(FIXED_SIZE + dtype_len + 8 * ndim)
-
-
 # ---- values <-> raw bytes ---------------------------------------------------------------------------
 
 

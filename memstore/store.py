@@ -517,9 +517,7 @@ class TieredStore:
         fks = [namespace.prefix + _check_key(k) for k in keys]
         with self._lock:
             self._check_open()
-            self._stats["hot"].extra["prefetch_issued"] = self._stats["hot"].extra.get(
-                "prefetch_issued", 0
-            ) + len(fks)
+            self._bump("prefetch_issued", len(fks))
         return self._prefetcher.submit(fks, mode, timeout)
 
     def hint(self, *, ns: str = "default", prefix: bytes = b"", limit: int = 4096) -> PrefetchTask:
@@ -800,9 +798,7 @@ class TieredStore:
         for token in [t for t, r in self._reservations.items() if r.expires < now]:
             r = self._reservations.pop(token)
             self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
-            self._stats["hot"].extra["expired_reservations"] = (
-                self._stats["hot"].extra.get("expired_reservations", 0) + 1
-            )
+            self._bump("expired_reservations")
 
     def hot_segment(self) -> tuple[str, int]:
         """Path and size of the arena's shared-memory segment."""
@@ -1079,7 +1075,7 @@ class TieredStore:
     def _demote_warm(self, fk: bytes) -> bool:
         w = self._warm_index[fk]
         if not w.clean and not self._admission.admit(fk):
-            self._stats["warm"].extra["not_admitted"] = self._stats["warm"].extra.get("not_admitted", 0) + 1
+            self._bump("not_admitted", tier="warm")
         elif not w.clean:
             ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
             record = w.record
@@ -1190,9 +1186,10 @@ class TieredStore:
                 meta, _ = parse_record(value)
                 self._insert_warm(fk, WarmEntry(value, meta.with_codec(RAW.id), clean=False, compressed=True))
 
-    def _bump(self, name: str) -> None:
-        extra = self._stats["hot"].extra
-        extra[name] = extra.get(name, 0) + 1
+    def _bump(self, name: str, n: int = 1, *, tier: str = "hot") -> None:
+        """Add to one of a tier's extra counters (reported by stats())."""
+        extra = self._stats[tier].extra
+        extra[name] = extra.get(name, 0) + n
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,6 +25,7 @@ from memstore.errors import InvalidValueError
 from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
 from memstore.prefetch import Mode as PrefetchMode
+from memstore.record import RecordMeta, check_array_meta, value_to_raw
 from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
@@ -62,23 +63,14 @@ def array_value(data: memoryview | bytes | bytearray, info: pb.ArrayInfo) -> np.
     """Turn received bytes and their ArrayInfo into an array, refusing descriptions that disagree."""
     if not _DTYPE.match(info.dtype):
         raise InvalidValueError(f"dtype {info.dtype!r} is not a plain numpy dtype string such as '<f2'")
-    dtype = np.dtype(info.dtype)
-    count = 1
-    for d in info.shape:
-        count *= d
-    if dtype.hasobject or count * dtype.itemsize != len(data):
-        raise InvalidValueError(
-            f"dtype {info.dtype} and shape {list(info.shape)} describe {count * dtype.itemsize} bytes, "
-            f"the value has {len(data)}"
-        )
-    return np.frombuffer(data, dtype=dtype).reshape(tuple(info.shape))
+    shape = tuple(info.shape)
+    check_array_meta(RecordMeta(0, len(data), info.dtype, shape))
+    return np.frombuffer(data, dtype=np.dtype(info.dtype)).reshape(shape)
 
 
 def value_bytes(value: Any) -> tuple[memoryview, pb.ArrayInfo | None]:
-    if isinstance(value, np.ndarray):
-        info = pb.ArrayInfo(dtype=value.dtype.str, shape=list(value.shape))
-        return memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)), info  # type: ignore[arg-type]
-    return memoryview(value), None
+    raw, dtype, shape = value_to_raw(value)
+    return raw, (pb.ArrayInfo(dtype=dtype, shape=list(shape or ())) if dtype is not None else None)
 
 
 def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
