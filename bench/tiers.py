@@ -36,6 +36,17 @@ def bf16_values(size: int, count: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def _figures(put: list[float], get: list[float], size: int, ratio: float) -> dict[str, float]:
+    """Median rates of the put and get rounds (bytes/s) as GB/s and operations/s."""
+    return {
+        "put_GBps": median(put) / 1e9,
+        "get_GBps": median(get) / 1e9,
+        "put_ops": median(put) / size,
+        "get_ops": median(get) / size,
+        "ratio": ratio,
+    }
+
+
 def _store(path: str, total: int, tier: str) -> TieredStore:
     big = 2 * total + 64 * MiB
     budgets = {
@@ -75,13 +86,7 @@ def _measure_store(tier: str, codec: str, values: list[np.ndarray], repeat: int)
             ratio = st[tier]["compression_ratio"] or 1.0
     finally:
         shutil.rmtree(path, ignore_errors=True)
-    return {
-        "put_GBps": median(put) / 1e9,
-        "get_GBps": median(get) / 1e9,
-        "put_ops": median(put) / size,
-        "get_ops": median(get) / size,
-        "ratio": ratio,
-    }
+    return _figures(put, get, size, ratio)
 
 
 def _measure_memcpy(values: list[np.ndarray], repeat: int) -> dict[str, float]:
@@ -94,13 +99,7 @@ def _measure_memcpy(values: list[np.ndarray], repeat: int) -> dict[str, float]:
         return size * len(values)
 
     r = rounds(copy_all, repeat=repeat)
-    return {
-        "put_GBps": median(r) / 1e9,
-        "get_GBps": median(r) / 1e9,
-        "put_ops": median(r) / size,
-        "get_ops": median(r) / size,
-        "ratio": 1.0,
-    }
+    return _figures(r, r, size, 1.0)
 
 
 def _measure_lmdb(values: list[np.ndarray], repeat: int) -> dict[str, float]:
@@ -130,13 +129,7 @@ def _measure_lmdb(values: list[np.ndarray], repeat: int) -> dict[str, float]:
         env.close()
     finally:
         shutil.rmtree(path, ignore_errors=True)
-    return {
-        "put_GBps": median(put) / 1e9,
-        "get_GBps": median(get) / 1e9,
-        "put_ops": median(put) / size,
-        "get_ops": median(get) / size,
-        "ratio": 1.0,
-    }
+    return _figures(put, get, size, 1.0)
 
 
 PATHS: list[tuple[str, str, str | None]] = [
