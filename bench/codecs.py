@@ -15,7 +15,7 @@ from tqdm import tqdm
 from bench.common import median, print_table, write_result
 from bench.kvdata import llama_kv, minilm_kv
 from memstore import quant
-from memstore.codecs import BYTEPLANE, INT4, INT8, Codec
+from memstore.codecs import BYTEPLANE, INT4, INT8, Codec, Int4Codec
 from memstore.record import RecordMeta
 
 
@@ -82,12 +82,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     jobs = [
         (f, name)
         for f in fixtures
-        for name in ["memstore byteplane", "memstore int8", "memstore int4", *_peers()]
+        for name in ["memstore byteplane", "memstore int8", "memstore int4", "memstore int4 g32", *_peers()]
     ]
     for fixture, name in tqdm(jobs, desc="codecs", unit="case"):
         q, block = fixtures[fixture]
         raw = block.tobytes()
-        ours = {"memstore byteplane": BYTEPLANE, "memstore int8": INT8, "memstore int4": INT4}
+        ours = {
+            "memstore byteplane": BYTEPLANE,
+            "memstore int8": INT8,
+            "memstore int4": INT4,
+            "memstore int4 g32": Int4Codec(32, 32),  # KIVI's group size: less error, less ratio
+        }
         enc, dec = _ours(ours[name], block) if name in ours else _peers()[name]
         t_enc, payload = _timed(lambda enc=enc, raw=raw: enc(raw), repeat)
         t_dec, back = _timed(lambda dec=dec, payload=payload: dec(payload), repeat)
@@ -122,6 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "int8_rel_rms": fig("minilm", "memstore int8", "rel_rms"),
         "int4_ratio": fig("minilm", "memstore int4", "ratio"),
         "int4_attn_rel_err": fig("minilm", "memstore int4", "attn_rel_err"),
+        "int4_g32_ratio": fig("minilm", "memstore int4 g32", "ratio"),
+        "int4_g32_attn_rel_err": fig("minilm", "memstore int4 g32", "attn_rel_err"),
         "llama_lossless_bf16_ratio": fig("llama", "memstore byteplane", "ratio"),
         "llama_int4_attn_rel_err": fig("llama", "memstore int4", "attn_rel_err"),
     }

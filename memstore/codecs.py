@@ -212,11 +212,16 @@ class Int8Codec(_Lossy):
 
 
 class Int4Codec(_Lossy):
+    """Group sizes are written into each record, so one decoder reads every choice of them."""
+
     id = 4
     name = "int4"
 
+    def __init__(self, key_group: int = 64, value_group: int = 128) -> None:
+        self.key_group, self.value_group = key_group, value_group
+
     def _encode(self, x: np.ndarray) -> bytes:
-        return quant.int4_encode(x)
+        return quant.int4_encode(x, self.key_group, self.value_group)
 
     def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
         return quant.int4_decode(payload, shape)

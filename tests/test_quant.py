@@ -13,7 +13,7 @@ import pytest
 
 from bench.kvdata import llama_kv, minilm_kv
 from memstore import quant
-from memstore.codecs import BYTEPLANE, INT4, INT8
+from memstore.codecs import BYTEPLANE, INT4, INT8, Int4Codec
 from memstore.errors import CorruptRecordError
 from memstore.record import RecordMeta
 from tests.conftest import MiB, open_store
@@ -63,6 +63,20 @@ def test_dtype_and_shape_come_back(codec, dtype, seed) -> None:  # type: ignore[
     y = np.random.default_rng(seed).standard_normal((64, 48)).astype(dtype)
     out2, _ = _roundtrip(codec, y, dtype)
     assert out2.shape == y.shape
+
+
+def test_int4_group_sizes_travel_in_the_record(seed) -> None:
+    """Smaller groups cost ratio and buy accuracy; the default decoder reads any group size."""
+    x = np.random.default_rng(seed).standard_normal((2, 2, 4, 128, 32)).astype("<f4")
+    meta = RecordMeta(INT4.id, x.nbytes, "<f4", x.shape)
+    _, coarse = INT4.encode(memoryview(x.tobytes()), meta)
+    _, fine = Int4Codec(32, 32).encode(memoryview(x.tobytes()), meta)
+    assert len(fine) > len(coarse)
+    err = [
+        quant.rel_rms(x, np.frombuffer(INT4.decode(memoryview(bytes(p)), meta), "<f4").reshape(x.shape))
+        for p in (coarse, fine)
+    ]
+    assert err[1] < err[0]
 
 
 def test_non_float_values_stay_lossless() -> None:
