@@ -3,7 +3,8 @@
 Random-weight Llama-shaped models (HF transformers). For each prompt length the model prefills the
 whole prompt (the peer), the KV cache goes through a ``memstore serve`` process, and then a request
 with the same prompt loads the cached blocks (the local shared-memory path; on CUDA straight into GPU
-tensors) and runs only the tokens after them. ``speedup = prefill time / (load + suffix) time``.
+tensors) and runs only the tokens after them (all of a prompt cached: its last token only).
+``speedup = prefill time / (load + suffix) time``.
 On the CPU a small model at 512 and 2048 tokens; with CUDA the Llama-3.2-1B and Llama-3.1-8B shapes
 in bf16 at 2k and 8k tokens (and 1B at 32k).
 """
@@ -75,7 +76,6 @@ def _case(
     import torch
 
     from memstore.adapters.hf import HFKVCache, cache_kwargs
-    from memstore.gpu import load_into_tensors
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model, cfg = _model(name, device, dtype)
@@ -93,32 +93,15 @@ def _case(
     kv.save(ids[0].tolist(), cache)
     del out, cache
     token_list = ids[0].tolist()
-    ident = kv.identity
 
-    def load_and_finish() -> Any:
-        if device == "cuda":  # blocks straight from the arena into GPU tensors, then per-layer views
-            hit = kv.kv.lookup(token_list[: tokens - 1])
-            keys = kv.kv.keys(token_list)[: hit.blocks]
-            dst = torch.empty((hit.blocks, *ident.block_shape), dtype=torch.int16, device="cuda")
-            sizes = load_into_tensors(client, keys, list(dst), ns=kv.kv.ns, verify=verify)
-            assert all(n is not None for n in sizes)
-            from transformers import DynamicCache
-
-            blocks = dst.view(torch.bfloat16)
-            loaded = DynamicCache(config=cfg)
-            for layer in range(ident.num_layers):
-                k = blocks[:, layer, 0].permute(1, 0, 2, 3).reshape(1, ident.num_kv_heads, -1, ident.head_dim)
-                v = blocks[:, layer, 1].permute(1, 0, 2, 3).reshape(1, ident.num_kv_heads, -1, ident.head_dim)
-                loaded.update(k, v, layer)
-            n = hit.tokens
-        else:
-            loaded, n = kv.load(token_list)
+    def load_and_finish() -> Any:  # on CUDA the blocks go from the arena straight into GPU memory
+        loaded, n = kv.load(token_list, device=device, verify=verify)
         with torch.no_grad():
             return model(ids[:, n:], use_cache=True, **cache_kwargs(model, loaded)), n
 
     load_and_finish()
     t_hit, (_, n) = _timed(load_and_finish, device, repeat)
-    kv_bytes = n * ident.block_bytes // block
+    kv_bytes = n * kv.identity.block_bytes // block
     return {
         "model": name,
         "tokens": tokens,

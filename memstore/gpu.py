@@ -53,6 +53,24 @@ def register_pinned(arena: LocalArena) -> bool:
     return True
 
 
+def _copy_streams(n: int) -> list[Any]:
+    """The current stream, plus side streams that first wait for it (so they see its writes)."""
+    import torch
+
+    current = torch.cuda.current_stream()
+    if n == 1:
+        return [current]
+    key = (current.device, n)
+    if key not in _side_streams:
+        _side_streams[key] = [torch.cuda.Stream(device=current.device) for _ in range(n - 1)]
+    for side in _side_streams[key]:
+        side.wait_stream(current)
+    return [current, *_side_streams[key]]
+
+
+_side_streams: dict[tuple[Any, int], list[Any]] = {}
+
+
 def _byte_view(t: torch.Tensor) -> torch.Tensor:
     import torch
 
@@ -69,6 +87,7 @@ def load_into_tensors(
     ns: str = "default",
     pinned: bool = True,
     verify: bool = True,
+    streams: int = 1,
 ) -> list[int | None]:
     """Copy each key's value into the matching tensor (its bytes, whatever the tensor's dtype).
 
@@ -76,7 +95,8 @@ def load_into_tensors(
     ``Client.get_into``; CUDA tensors straight from the arena when the client is local. With
     ``verify=False`` a CUDA copy is accepted on the slot generation check alone (no slot was freed or
     reused during the copy) and the host does not re-read the bytes for their checksum: faster, and it
-    trusts the arena's memory not to have been corrupted in place.
+    trusts the arena's memory not to have been corrupted in place. ``streams`` spreads the copies
+    over that many CUDA streams (the copy engines can then work side by side).
     """
     if len(keys) != len(tensors):
         raise ValueError("one tensor per key")
@@ -94,6 +114,7 @@ def load_into_tensors(
         client._call(lambda t: client._local_get(req, timeout=t), None)
     ).locations
     src = torch.frombuffer(arena.mm, dtype=torch.uint8)
+    lanes = _copy_streams(max(1, streams))
     sizes: list[int | None] = [None] * len(keys)
     copied: list[tuple[int, Any]] = []
     redo: list[int] = []
@@ -108,7 +129,8 @@ def load_into_tensors(
         dst = _byte_view(tensors[i])
         if dst.numel() < n:
             raise ValueError(f"tensor {i} holds {dst.numel()} bytes, the value has {n}")
-        dst[:n].copy_(src[start : start + n], non_blocking=True)
+        with torch.cuda.stream(lanes[len(copied) % len(lanes)]):
+            dst[:n].copy_(src[start : start + n], non_blocking=True)
         copied.append((i, loc))
     # Checksums run on host threads while the copies are in flight (xxhash releases the GIL); the
     # generation check after the copies finished is what ties both to the same, unchanged bytes.
@@ -120,7 +142,8 @@ def load_into_tensors(
         )
     else:
         checks = [arena.header_meta(loc.slot, loc.offset, loc.length, loc.generation) for _, loc in copied]
-    torch.cuda.current_stream().synchronize()
+    for lane in lanes:
+        lane.synchronize()
     for (i, loc), meta in zip(copied, checks, strict=True):
         if meta is None or arena.generation(loc.slot) != loc.generation:
             redo.append(i)

@@ -10,7 +10,9 @@ from tests.conftest import MiB
 
 torch = pytest.importorskip("torch", reason="the HF adapter needs torch")
 transformers = pytest.importorskip("transformers", reason="the HF adapter needs transformers")
-from memstore.adapters.hf import HFKVCache, cache_kwargs  # noqa: E402
+from transformers import DynamicCache  # noqa: E402
+
+from memstore.adapters.hf import HFKVCache, _layer_kv, cache_kwargs  # noqa: E402
 
 PROMPT = 528  # 33 blocks of 16 tokens
 
@@ -84,6 +86,15 @@ def test_loaded_cache_gives_bitwise_equal_logits(tmp_path, dtype, seed) -> None:
         full, _ = _forward(model, ids2)  # and the same answer as one full prefill
         assert torch.allclose(reused.float(), full.float(), atol=5e-2 if dtype != "float32" else 1e-4)
         assert int(reused.argmax()) == int(full.argmax())
+        # a prompt cached to its end: every block loads, the last token is cut off and runs alone
+        loaded, n = kv.load(ids)
+        assert n == PROMPT - 1
+        last, _ = _forward(model, ids[:, n:], loaded)
+        cut = DynamicCache(config=cfg)  # the original cache cut the same way: the same bits
+        for layer in range(cfg.num_hidden_layers):
+            k, v = _layer_kv(cache, layer)
+            cut.update(k[:, :, :n].clone(), v[:, :, :n].clone(), layer)
+        assert torch.equal(last, _forward(model, ids[:, n:], cut)[0])
     finally:
         srv.close()
 

@@ -128,33 +128,69 @@ class HFKVCache:
         return self.kv.put_blocks(tokens[: full * T], blocks, start=have)
 
     def load(
-        self, token_ids: Sequence[int] | Any, *, max_tokens: int | None = None
+        self,
+        token_ids: Sequence[int] | Any,
+        *,
+        max_tokens: int | None = None,
+        device: Any = None,
+        verify: bool = True,
     ) -> tuple[Any | None, int]:
         """A new ``DynamicCache`` holding the longest cached prefix of ``token_ids``, and its length.
 
         By default at most ``len(token_ids) - 1`` tokens are loaded, so the model still has the last
-        token to run: feed it ``token_ids[n:]`` with the returned cache.
+        token to run: feed it ``token_ids[n:]`` with the returned cache. A prompt cached to its end is
+        loaded whole and its last token cut off, so the model runs one token rather than a block.
+        With a CUDA ``device`` and a local client the blocks go from the server's shared memory
+        straight into GPU memory (``memstore.gpu.load_into_tensors``; ``verify`` as there).
         """
-        from transformers import DynamicCache
-
         tokens = _tokens(token_ids)
         limit = len(tokens) - 1 if max_tokens is None else min(max_tokens, len(tokens))
-        hit = self.kv.lookup(tokens[: max(limit, 0)])
+        if limit <= 0:
+            return None, 0
+        from transformers import DynamicCache
+
+        T = self.identity.block_tokens
+        hit = self.kv.lookup(tokens[: -(-limit // T) * T])
         if hit.blocks == 0:
             return None, 0
-        blocks = self.kv.get_blocks(tokens, hit.blocks)
-        n = next((i for i, b in enumerate(blocks) if b is None), len(blocks))  # evicted meanwhile
-        if n == 0:
+        stacked = self._fetch(tokens, hit.blocks, device, verify)  # [n, layers, 2, heads, T, D]
+        if stacked is None:
             return None, 0
-        present = [b for b in blocks[:n] if b is not None]
-        stacked = self._from_storage(np.stack(present))  # [n, layers, 2, heads, T, D]
+        n = min(int(stacked.shape[0]) * T, limit)
         try:
             cache = DynamicCache(config=self.config)
         except TypeError:
             cache = DynamicCache()
         for layer in range(self.identity.num_layers):
             kv = stacked[:, layer]  # [n, 2, heads, T, D]
-            k = kv[:, 0].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1]).contiguous()
-            v = kv[:, 1].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1]).contiguous()
+            k = kv[:, 0].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1])[:, :, :n].contiguous()
+            v = kv[:, 1].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1])[:, :, :n].contiguous()
             cache.update(k, v, layer)
-        return cache, n * self.identity.block_tokens
+        return cache, n
+
+    def _fetch(self, tokens: list[int], blocks: int, device: Any, verify: bool) -> Any:
+        """The first ``blocks`` blocks as one tensor on ``device``, cut at the first one missing."""
+        import torch
+
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        client = self.kv.client
+        if device.type == "cuda" and getattr(client, "_local_arena", lambda: None)() is not None:
+            from memstore.gpu import load_into_tensors
+
+            raw = torch.empty((blocks, *self.identity.block_shape), dtype=self._raw_dtype(), device=device)
+            sizes = load_into_tensors(
+                client, self.kv.keys(tokens)[:blocks], list(raw), ns=self.kv.ns, verify=verify
+            )
+            n = next((i for i, got in enumerate(sizes) if got is None), blocks)  # evicted meanwhile
+            return raw[:n].view(self.dtype) if n else None
+        got = self.kv.get_blocks(tokens, blocks)
+        n = next((i for i, b in enumerate(got) if b is None), len(got))
+        if n == 0:
+            return None
+        present = [b for b in got[:n] if b is not None]
+        return self._from_storage(np.stack(present)).to(device)
+
+    def _raw_dtype(self) -> Any:
+        import torch
+
+        return torch.int16 if self.identity.kv_dtype == "bfloat16" else self.dtype
