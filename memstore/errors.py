@@ -48,3 +48,11 @@ class StoreLockedError(MemstoreError):
 
 class StoreClosedError(MemstoreError):
     """The store was closed; open it again."""
+
+
+class StaleLoadError(MemstoreError):
+    """Blocks changed in the store while they were being copied to the GPU: load them again.
+
+    Raised by a layer-by-layer load when the model reaches its last layer, so no output computed from
+    changed bytes is ever returned.
+    """

@@ -156,6 +156,100 @@ def load_into_tensors(
     return sizes
 
 
+class LayerwiseLoad:
+    """Blocks on their way to the GPU in layer order, so a model can start on its first layers while
+    the later ones are still being copied (LMCache calls this layerwise retrieval).
+
+    Each block holds all layers of its tokens, layer after layer (``memstore.kv``). The copies run on
+    a side stream in chunks of whole layers, a few MiB each, every block's chunk before the next
+    chunk; an event after each chunk is what ``layer(i)`` makes the caller's stream wait for.
+    ``finish()`` waits for the copies, then says whether the bytes are the ones stored: slot
+    generations unchanged and, with ``verify``, the checksums computed on host threads meanwhile.
+    """
+
+    def __init__(self, staging: Any, layers: int, layers_per_chunk: int, events: list[Any], check: Any):
+        self.staging = staging  # [blocks, block bytes] uint8 on the GPU
+        self.blocks = int(staging.shape[0])
+        self.layers = layers
+        self.layer_bytes = int(staging.shape[1]) // layers
+        self._per_chunk = layers_per_chunk
+        self._events = events
+        self._check = check
+
+    def layer(self, i: int) -> Any:
+        """Layer ``i`` of every block, ``[blocks, layer bytes]`` uint8, once the current stream reaches it."""
+        import torch
+
+        torch.cuda.current_stream().wait_event(self._events[i // self._per_chunk])
+        return self.staging[:, i * self.layer_bytes : (i + 1) * self.layer_bytes]
+
+    def finish(self) -> bool:
+        self._events[-1].synchronize()
+        return bool(self._check())
+
+
+def start_layerwise_load(
+    client: Client,
+    keys: list[bytes],
+    *,
+    layers: int,
+    ns: str = "default",
+    verify: bool = True,
+    chunk_bytes: int = 4 << 20,
+) -> LayerwiseLoad | None:
+    """Start copying the leading present ``keys`` (equal-sized blocks of ``layers`` layers) to the GPU.
+
+    None where this path does not apply: no CUDA, no local arena, the first key not in the hot tier,
+    or blocks that are not whole layers of one size. Then use ``load_into_tensors``.
+    """
+    import torch
+
+    if not keys or not torch.cuda.is_available():
+        return None
+    arena = client._local_arena()
+    if arena is None:
+        return None
+    register_pinned(arena)
+    req = pb.GetRequest(namespace=ns, keys=keys).SerializeToString()
+    locs = pb.LocalGetResponse.FromString(
+        client._call(lambda t: client._local_get(req, timeout=t), None)
+    ).locations
+    found = []
+    for loc in locs:  # the leading run of blocks the arena holds now
+        if loc.status != pb.LOCAL_FOUND or arena.generation(loc.slot) != loc.generation:
+            break
+        found.append(loc)
+    size = found[0].length - found[0].header_len if found else 0
+    if not found or size % layers or any(loc.length - loc.header_len != size for loc in found):
+        return None
+    layer_bytes = size // layers
+    per_chunk = max(1, min(layers, chunk_bytes // max(layer_bytes, 1)))
+    src = torch.frombuffer(arena.mm, dtype=torch.uint8)
+    staging = torch.empty((len(found), size), dtype=torch.uint8, device="cuda")
+    side = _copy_streams(2)[1]
+    staging.record_stream(side)  # not reused before the copies are done, even if dropped earlier
+    events = []
+    with torch.cuda.stream(side):
+        for lo in range(0, layers, per_chunk):
+            a, b = lo * layer_bytes, min(layers, lo + per_chunk) * layer_bytes
+            for row, loc in enumerate(found):
+                start = loc.offset + loc.header_len
+                staging[row, a:b].copy_(src[start + a : start + b], non_blocking=True)
+            events.append(torch.cuda.Event())
+            events[-1].record(side)
+    checks = (
+        [_verifier().submit(arena.check, loc.slot, loc.offset, loc.length, loc.generation) for loc in found]
+        if verify
+        else []
+    )
+
+    def check() -> bool:
+        hashed = all(f.result() is not None for f in checks)
+        return hashed and all(arena.generation(loc.slot) == loc.generation for loc in found)
+
+    return LayerwiseLoad(staging, layers, per_chunk, events, check)
+
+
 def _through_host(
     client: Client, keys: list[bytes], tensors: list[torch.Tensor], ns: str
 ) -> list[int | None]:

@@ -52,3 +52,28 @@ def test_load_into_cuda_tensors(target, seed, pinned, verify) -> None:  # type: 
         assert sizes == [blocks[0].nbytes] * 8
         for b, t in zip(blocks, outs, strict=True):
             assert np.array_equal(t.cpu().numpy().view(np.uint16), b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("verify", [True, False])
+def test_layerwise_load_arrives_layer_by_layer(target, seed, verify) -> None:  # type: ignore[no-untyped-def]
+    from memstore.gpu import start_layerwise_load
+
+    rng = np.random.default_rng(seed)
+    layers, blocks = 6, [rng.integers(0, 1 << 16, size=(6, 1024), dtype=np.uint16) for _ in range(5)]
+    keys = [b"l%d" % i for i in range(5)]
+    with Client(target, local="always") as c:
+        c.put_many(list(zip(keys, blocks, strict=True)))
+        # one layer (2 KiB) per chunk: six events, each layer checked on its own
+        load = start_layerwise_load(c, [*keys, b"absent"], layers=layers, verify=verify, chunk_bytes=2048)
+        assert load is not None and load.blocks == 5
+        for i in range(layers):
+            got = load.layer(i).cpu().numpy().view(np.uint16)
+            assert np.array_equal(got, np.stack([b[i] for b in blocks]))
+        assert load.finish()
+        # a block deleted after its copy started: the load no longer vouches for its bytes
+        load = start_layerwise_load(c, keys, layers=layers, verify=verify)
+        assert load is not None
+        c.delete(keys[2])
+        assert not load.finish()
+        assert start_layerwise_load(c, keys, layers=4) is None  # 6 layers do not split into 4

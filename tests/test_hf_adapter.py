@@ -158,3 +158,27 @@ def test_int8_blocks_keep_the_next_token(tmp_path) -> None:  # type: ignore[no-u
         assert srv.store.stats()["warm"]["compression_ratio"] > 1.6  # 16-token blocks: a scale per 16 values
     finally:
         srv.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_layerwise_load_on_cuda_matches_whole_load(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    from memstore.errors import StaleLoadError
+
+    model, cfg = _model(torch.bfloat16)
+    model = model.cuda()
+    ids = torch.randint(0, cfg.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(seed)).cuda()
+    srv = Served(str(tmp_path / "s"), f"unix:{tmp_path}/m.sock", hot_bytes=64 * MiB, cold_bytes=64 * MiB)
+    try:
+        kv = HFKVCache(srv.client, cfg, model_id="tiny-llama", dtype=torch.bfloat16)
+        _, cache = _forward(model, ids)
+        kv.save(ids, cache)
+        whole, n = kv.load(ids, device="cuda")
+        arriving, n2 = kv.load(ids, device="cuda", layerwise=True)
+        assert n == n2 == PROMPT - 1 and type(arriving).__name__ == "ArrivingCache"
+        assert torch.equal(_forward(model, ids[:, n:], whole)[0], _forward(model, ids[:, n:], arriving)[0])
+        stale, n = kv.load(ids, device="cuda", layerwise=True)
+        kv.drop()  # every block freed while (or after) it was copied
+        with pytest.raises(StaleLoadError):
+            _forward(model, ids[:, n:], stale)
+    finally:
+        srv.close()

@@ -10,6 +10,7 @@ bits, so a lossless codec gives back the exact tensors and the model's logits ar
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,25 @@ def _tokens(token_ids: Any) -> list[int]:
             raise ValueError("one sequence at a time (batch size 1)")
         token_ids = token_ids[0]
     return [int(t) for t in token_ids]
+
+
+@functools.cache
+def _arriving_cache_class() -> Any:
+    """A ``DynamicCache`` whose layers are filled as the model reaches them (see ``load(layerwise=)``)."""
+    from transformers import DynamicCache
+
+    class ArrivingCache(DynamicCache):
+        memstore_fills: dict[int, Any]
+
+        def update(
+            self, key_states: Any, value_states: Any, layer_idx: int, *args: Any, **kwargs: Any
+        ) -> Any:
+            fill = getattr(self, "memstore_fills", {}).pop(layer_idx, None)
+            if fill is not None:
+                fill(layer_idx)
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+    return ArrivingCache
 
 
 class HFKVCache:
@@ -134,6 +154,7 @@ class HFKVCache:
         max_tokens: int | None = None,
         device: Any = None,
         verify: bool = True,
+        layerwise: bool = False,
     ) -> tuple[Any | None, int]:
         """A new ``DynamicCache`` holding the longest cached prefix of ``token_ids``, and its length.
 
@@ -142,6 +163,11 @@ class HFKVCache:
         loaded whole and its last token cut off, so the model runs one token rather than a block.
         With a CUDA ``device`` and a local client the blocks go from the server's shared memory
         straight into GPU memory (``memstore.gpu.load_into_tensors``; ``verify`` as there).
+
+        ``layerwise=True`` (CUDA, local client) returns at once with the blocks still being copied, in
+        layer order; the model's first layers run while later ones arrive. When the model reaches its
+        last layer the load is checked, and ``memstore.errors.StaleLoadError`` is raised there if the
+        blocks changed meanwhile (load again), so no output is ever computed from changed bytes.
         """
         tokens = _tokens(token_ids)
         limit = len(tokens) - 1 if max_tokens is None else min(max_tokens, len(tokens))
@@ -153,6 +179,10 @@ class HFKVCache:
         hit = self.kv.lookup(tokens[: -(-limit // T) * T])
         if hit.blocks == 0:
             return None, 0
+        if layerwise:
+            arriving = self._load_layerwise(tokens, hit.blocks, limit, verify)
+            if arriving is not None:
+                return arriving
         stacked = self._fetch(tokens, hit.blocks, device, verify)  # [n, layers, 2, heads, T, D]
         if stacked is None:
             return None, 0
@@ -189,6 +219,45 @@ class HFKVCache:
             return None
         present = [b for b in got[:n] if b is not None]
         return self._from_storage(np.stack(present)).to(device)
+
+    def _load_layerwise(
+        self, tokens: list[int], blocks: int, limit: int, verify: bool
+    ) -> tuple[Any, int] | None:
+        from memstore.errors import StaleLoadError
+        from memstore.gpu import start_layerwise_load
+
+        ident = self.identity
+        loader = start_layerwise_load(
+            self.kv.client,
+            self.kv.keys(tokens)[:blocks],
+            layers=ident.num_layers,
+            ns=self.kv.ns,
+            verify=verify,
+        )
+        if loader is None:
+            return None
+        import torch
+        from transformers import DynamicCache
+
+        n = min(loader.blocks * ident.block_tokens, limit)
+        heads, dim = ident.num_kv_heads, ident.head_dim
+        cache = _arriving_cache_class()(config=self.config)
+        for layer in range(ident.num_layers):  # shapes now, bytes when the model gets to the layer
+            room = torch.empty((1, heads, n, dim), dtype=self.dtype, device=loader.staging.device)
+            DynamicCache.update(cache, room, torch.empty_like(room), layer)
+
+        def fill(layer: int) -> None:
+            kv = (
+                loader.layer(layer).view(self.dtype).reshape(loader.blocks, 2, heads, ident.block_tokens, dim)
+            )
+            k, v = _layer_kv(cache, layer)
+            k.copy_(kv[:, 0].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n])
+            v.copy_(kv[:, 1].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n])
+            if layer == ident.num_layers - 1 and not loader.finish():
+                raise StaleLoadError("KV blocks changed in memstore while they were copied; load them again")
+
+        cache.memstore_fills = {layer: fill for layer in range(ident.num_layers)}
+        return cache, n
 
     def _raw_dtype(self) -> Any:
         import torch
