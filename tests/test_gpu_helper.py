@@ -76,4 +76,4 @@ def test_layerwise_load_arrives_layer_by_layer(target, seed, verify) -> None:  #
         assert load is not None
         c.delete(keys[2])
         assert not load.finish()
-        assert start_layerwise_load(c, keys, layers=4) is None  # 6 layers do not split into 4
+        assert start_layerwise_load(c, keys, layers=5) is None  # 12 KiB blocks do not split into 5 layers

@@ -177,7 +177,7 @@ def test_layerwise_load_on_cuda_matches_whole_load(tmp_path, seed) -> None:  # t
         assert n == n2 == PROMPT - 1 and type(arriving).__name__ == "ArrivingCache"
         assert torch.equal(_forward(model, ids[:, n:], whole)[0], _forward(model, ids[:, n:], arriving)[0])
         stale, n = kv.load(ids, device="cuda", layerwise=True)
-        kv.drop()  # every block freed while (or after) it was copied
+        kv.kv.drop()  # every block freed while (or after) it was copied
         with pytest.raises(StaleLoadError):
             _forward(model, ids[:, n:], stale)
     finally:
