@@ -34,6 +34,13 @@ class CapacityError(MemstoreError):
     """
 
 
+class QuotaExceededError(CapacityError):
+    """The tenant's quota (bytes in a tier, or records) cannot take this; other tenants are unaffected.
+
+    Delete some of the tenant's records or raise its quota (``memstore serve --quotas FILE``).
+    """
+
+
 class PersistentFullError(CapacityError):
     """The cold tier cannot take a persistent record; nothing was written."""
 

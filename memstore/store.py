@@ -24,6 +24,7 @@ Notes on locking:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -49,6 +50,7 @@ from memstore.errors import (
     InvalidValueError,
     MemstoreError,
     PersistentFullError,
+    QuotaExceededError,
     StoreClosedError,
     StoreLockedError,
     UnknownNamespaceError,
@@ -57,6 +59,7 @@ from memstore.hot import HotArena, HotEntry, remove_stale_segment
 from memstore.policy import EvictionPolicy, make_policy
 from memstore.prefetch import Mode as PrefetchMode
 from memstore.prefetch import Prefetcher, PrefetchTask
+from memstore.quota import AccountedIndex, Quota, Usage, tenant_of_namespace
 from memstore.record import (
     RecordMeta,
     check_array_meta,
@@ -229,6 +232,7 @@ class TieredStore:
         cold_admission: str = "all",
         background_compression: bool = True,
         prefault: bool = True,
+        quotas: Mapping[str, Quota] | None = None,
     ) -> None:
         for name, v in (("hot_bytes", hot_bytes), ("warm_bytes", warm_bytes), ("cold_bytes", cold_bytes)):
             if not isinstance(v, int) or v < 0:
@@ -259,9 +263,19 @@ class TieredStore:
         self._hot_enabled = hot_bytes > 0
         self._warm_capacity = warm_bytes
 
-        self._hot_index: dict[bytes, HotEntry] = {}
-        self._warm_index: dict[bytes, WarmEntry] = {}
-        self._cold_index: dict[bytes, ColdEntry] = {}
+        # Tier indexes report every entry to _usage: bytes per tier and records per tenant (quotas).
+        self._quotas = dict(quotas or {})
+        self._usage = Usage(set(self._quotas))
+        self._tenant_by_prefix: dict[bytes, str] = {}
+        self._hot_index: dict[bytes, HotEntry] = AccountedIndex(
+            "hot", self._usage, self._tenant_of, lambda e: e.length
+        )
+        self._warm_index: dict[bytes, WarmEntry] = AccountedIndex(
+            "warm", self._usage, self._tenant_of, lambda w: len(w.record)
+        )
+        self._cold_index: dict[bytes, ColdEntry] = AccountedIndex(
+            "cold", self._usage, self._tenant_of, lambda c: c.cost
+        )
         self._warm_used = 0
         self._cold_used = 0
         self._policy_name = policy
@@ -464,9 +478,13 @@ class TieredStore:
             self._reconcile()
             existed = self._drop_upper(fk)
             fut = self._drop_cold(fk, durable=namespace.persistent)
+            existed = existed or fut is not None
+            if fut is None and namespace.persistent:
+                # The file may hold a value the index dropped (a put that failed after its commit):
+                # delete it there too, or it would come back at the next open.
+                fut = self._cold.submit_delete(fk, durable=True)
             self._pinned.discard(fk)
         if fut is not None:
-            existed = True
             self._wait([(fk, fut)], persistent=namespace.persistent)
         return existed
 
@@ -650,6 +668,17 @@ class TieredStore:
                 "namespaces": len(self._namespaces),
                 "pinned": len(self._pinned),
                 "policy": self._policy_name,
+                "tenants": {  # usage of tenants with a quota, next to their limits
+                    tenant: {
+                        **{
+                            f"{tier}_bytes": self._usage.bytes[tier][tenant]
+                            for tier in ("hot", "warm", "cold")
+                        },
+                        "records": self._usage.records[tenant],
+                        "quota": dataclasses.asdict(quota),
+                    }
+                    for tenant, quota in self._quotas.items()
+                },
                 "hot_segment": self._hot.name,
                 "path": self.path,
             }
@@ -756,7 +785,8 @@ class TieredStore:
         with self._lock:
             self._check_open()
             self._reap_reservations()
-            got = self._in_hot_room(lambda: self._hot.reserve(header_len + nbytes))
+            self._check_records(fk)
+            got = self._in_hot_room(fk, header_len + nbytes, lambda: self._hot.reserve(header_len + nbytes))
             if got is None:
                 return None
             slot, offset, alloc = got
@@ -812,17 +842,22 @@ class TieredStore:
         with self._lock:
             self._check_open()
             self._reconcile()
+            self._check_records(fk)
             self._admission.seen(fk)
             self._drop_upper(fk)
             stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash
             if record_len <= self._hot_max_item() and self._store_hot(fk, header, raw, meta, clean=False):
                 return stale
-            if record_len <= self._warm_capacity and self._make_room_warm(record_len):
+            if record_len <= self._warm_capacity and self._make_room_warm(fk, record_len):
                 self._insert_warm(fk, WarmEntry(header + raw, meta, clean=False, compressed=False))
                 return stale
             record = self._encode_for(ns.cold_codec, raw, meta)
-            if self._make_room_cold(len(fk), len(record)):
+            if self._make_room_cold(fk, len(record)):
                 return self._submit_cold(fk, record, meta, persistent=False) or stale
+            if self._over_quota("cold", fk, lmdb_cost(len(fk), len(record))):
+                raise QuotaExceededError(
+                    f"tenant {self._tenant_of(fk)!r} has no cold quota left for this value"
+                )
         raise CapacityError(f"a value of {meta.raw_len} bytes fits in no tier (all full of pinned data?)")
 
     def _put_persistent(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool]:
@@ -831,14 +866,20 @@ class TieredStore:
         with self._lock:
             self._check_open()
             self._reconcile()
+            self._check_records(fk)
             old = self._cold_index.get(fk)
             if old is not None:  # the overwrite replaces it in place
                 self._cold_used -= old.cost
                 del self._cold_index[fk]
-            if not self._make_room_cold(len(fk), len(record)):
+            if not self._make_room_cold(fk, len(record)):
                 if old is not None:
                     self._cold_index[fk] = old
                     self._cold_used += old.cost
+                if self._over_quota("cold", fk, lmdb_cost(len(fk), len(record))):
+                    raise QuotaExceededError(
+                        f"tenant {self._tenant_of(fk)!r}: its cold quota cannot take {len(record)} more "
+                        "bytes of persistent data; delete some of its records or raise the quota"
+                    )
                 raise PersistentFullError(
                     f"cold tier cannot take {len(record)} more bytes of persistent data "
                     f"(budget {self._cold_budget}, used {self._cold_used}); delete records or grow cold_bytes"
@@ -1015,20 +1056,25 @@ class TieredStore:
         return key in self._pinned
 
     def _store_hot(self, fk: bytes, header: bytes, raw: memoryview, meta: RecordMeta, *, clean: bool) -> bool:
-        entry = self._in_hot_room(lambda: self._hot.store(header, raw, meta, clean))
+        entry = self._in_hot_room(
+            fk, len(header) + len(raw), lambda: self._hot.store(header, raw, meta, clean)
+        )
         if entry is None:
             return False
         self._hot_index[fk] = entry
         self._hot_policy.insert(fk)
         return True
 
-    def _in_hot_room(self, attempt: Callable[[], T | None]) -> T | None:
-        """Run an arena allocation, demoting hot victims until it succeeds or nothing can move."""
+    def _in_hot_room(self, fk: bytes, nbytes: int, attempt: Callable[[], T | None]) -> T | None:
+        """Run an arena allocation for fk, demoting hot victims until it succeeds or nothing can move."""
+        if not self._within_quota("hot", fk, nbytes):
+            return None
+        skip = self._skip_for("hot", fk)
         while True:
             result = attempt()
             if result is not None:
                 return result
-            victim = self._hot_policy.victim(self._skip)
+            victim = self._hot_policy.victim(skip)
             if victim is None or not self._demote_hot(victim):  # type: ignore[arg-type]
                 return None
 
@@ -1036,12 +1082,12 @@ class TieredStore:
         entry = self._hot_index[fk]
         if not entry.clean:
             length = entry.length
-            if length > self._warm_capacity or not self._make_room_warm(length):
+            if length > self._warm_capacity or not self._make_room_warm(fk, length):
                 # Warm cannot take it: write it straight to cold, or keep it.
                 ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
                 _, payload = parse_record(self._hot.record(entry))
                 record = self._encode_for(ns.cold_codec, payload, entry.meta)
-                if not self._make_room_cold(len(fk), len(record)):
+                if not self._make_room_cold(fk, len(record)):
                     self._stats["hot"].failed_demotions += 1
                     return False
                 self._submit_cold(fk, record, entry.meta, persistent=False)
@@ -1065,9 +1111,12 @@ class TieredStore:
             self._compact_queue.append(fk)
             self._compact_cond.notify()
 
-    def _make_room_warm(self, nbytes: int) -> bool:
+    def _make_room_warm(self, fk: bytes, nbytes: int) -> bool:
+        if not self._within_quota("warm", fk, nbytes):
+            return False
+        skip = self._skip_for("warm", fk)
         while self._warm_used + nbytes > self._warm_capacity:
-            victim = self._warm_policy.victim(self._skip)
+            victim = self._warm_policy.victim(skip)
             if victim is None or not self._demote_warm(victim):  # type: ignore[arg-type]
                 return False
         return True
@@ -1082,7 +1131,7 @@ class TieredStore:
             if not w.compressed or ns.warm_codec != ns.cold_codec:
                 _, raw = self._decode(w.record)
                 record = self._encode_for(ns.cold_codec, memoryview(raw), w.meta.with_codec(RAW.id))
-            if not self._make_room_cold(len(fk), len(record)):
+            if not self._make_room_cold(fk, len(record)):
                 self._stats["warm"].failed_demotions += 1
                 return False
             self._submit_cold(fk, record, w.meta, persistent=False)
@@ -1092,16 +1141,84 @@ class TieredStore:
         self._stats["warm"].demotions += 1
         return True
 
-    def _make_room_cold(self, key_len: int, record_len: int) -> bool:
-        cost = lmdb_cost(key_len, record_len)
+    def _make_room_cold(self, fk: bytes, record_len: int) -> bool:
+        cost = lmdb_cost(len(fk), record_len)
+        if not self._within_quota("cold", fk, cost):
+            return False
+        skip = self._skip_for("cold", fk)
         while self._cold_used + cost > self._cold_budget:
-            victim = self._cold_policy.victim(self._skip)
+            victim = self._cold_policy.victim(skip)
             if victim is None:
                 return False
-            self._cold_policy.evict(victim)
-            self._drop_cold(victim, durable=False)  # type: ignore[arg-type]
-            self._stats["cold"].evictions += 1
+            self._evict_cold(victim)  # type: ignore[arg-type]
         return True
+
+    def _evict_cold(self, fk: bytes) -> bool:
+        self._cold_policy.evict(fk)
+        self._drop_cold(fk, durable=False)
+        self._stats["cold"].evictions += 1
+        return True
+
+    # ---- quotas (see memstore.quota) ------------------------------------------------------------
+
+    def _tenant_of(self, fk: bytes) -> str:
+        prefix = fk[: 1 + fk[0]]
+        tenant = self._tenant_by_prefix.get(prefix)
+        if tenant is None:
+            tenant = self._tenant_by_prefix[prefix] = tenant_of_namespace(prefix[1:].decode())
+        return tenant
+
+    def _over_quota(self, tier: str, fk: bytes, nbytes: int) -> bool:
+        quota = self._quotas.get(self._tenant_of(fk))
+        limit = quota.limit(tier) if quota is not None else None
+        return limit is not None and self._usage.bytes[tier][self._tenant_of(fk)] + nbytes > limit
+
+    def _within_quota(self, tier: str, fk: bytes, nbytes: int) -> bool:
+        """Make room for nbytes of fk's tenant under its own limit in tier, from its own records."""
+        tenant = self._tenant_of(fk)
+        quota = self._quotas.get(tenant)
+        limit = quota.limit(tier) if quota is not None else None
+        if limit is None:
+            return True
+        if nbytes > limit:
+            return False
+        policy = {"hot": self._hot_policy, "warm": self._warm_policy, "cold": self._cold_policy}[tier]
+        move_out = {"hot": self._demote_hot, "warm": self._demote_warm, "cold": self._evict_cold}[tier]
+        while self._usage.bytes[tier][tenant] + nbytes > limit:
+            victim = policy.victim(lambda k: k == fk or k in self._pinned or self._tenant_of(k) != tenant)  # type: ignore[arg-type]
+            if victim is None or not move_out(victim):  # type: ignore[arg-type]
+                return False
+        return True
+
+    def _skip_for(self, tier: str, fk: bytes) -> Callable[[Hashable], bool]:
+        """Victims for fk's room: not pinned, and not from another tenant inside its reserved share."""
+        if not any(q.reserved(tier) for q in self._quotas.values()):
+            return self._skip
+        owner = self._tenant_of(fk)
+
+        def skip(key: Hashable) -> bool:
+            if key in self._pinned:
+                return True
+            tenant = self._tenant_of(key)  # type: ignore[arg-type]
+            quota = self._quotas.get(tenant)
+            return (
+                tenant != owner
+                and quota is not None
+                and self._usage.bytes[tier][tenant] <= quota.reserved(tier)
+            )
+
+        return skip
+
+    def _check_records(self, fk: bytes) -> None:
+        """A new key of a tenant at its record limit is refused before anything is written."""
+        tenant = self._tenant_of(fk)
+        quota = self._quotas.get(tenant)
+        if quota is None or quota.records is None or self._usage.holds(fk):
+            return
+        if self._usage.records[tenant] >= quota.records:
+            raise QuotaExceededError(
+                f"tenant {tenant!r} holds {quota.records} records, its quota: delete some or raise it"
+            )
 
     def _submit_cold(
         self, fk: bytes, record: bytes, meta: RecordMeta, *, persistent: bool
@@ -1154,7 +1271,7 @@ class TieredStore:
         if not compressed or ns.warm_codec != ns.cold_codec:
             _, raw = self._decode(record)
             record = self._encode_for(ns.cold_codec, memoryview(raw), meta.with_codec(RAW.id))
-        if self._make_room_cold(len(fk), len(record)):
+        if self._make_room_cold(fk, len(record)):
             self._submit_cold(fk, record, meta, persistent=False)
 
     def _reconcile(self) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def serve_command(tmp_path: object, *extra: str, cold: str = "256MiB") -> tuple[
     return cmd, sock
 
 
-def open_store(path: str, **kw: int) -> TieredStore:
+def open_store(path: str, **kw: Any) -> TieredStore:
     opts = {"hot_bytes": 4 * MiB, "warm_bytes": 8 * MiB, "cold_bytes": 64 * MiB, "prefault": False}
     opts.update(kw)
     return TieredStore(path, **opts)  # type: ignore[arg-type]

@@ -13,11 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memstore import TieredStore
+from memstore.quota import load_quotas
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
 from memstore_server.auth import AuthInterceptor, load_tokens
-from memstore_server.config import ServerConfig
+from memstore_server.config import ServerConfig, parse_size
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
 from memstore_server.servicer import SERVICE, StoreService
@@ -121,6 +122,7 @@ def serve(config: ServerConfig) -> int:
         hot_bytes=config.hot_bytes,
         warm_bytes=config.warm_bytes,
         cold_bytes=config.cold_bytes,
+        quotas=load_quotas(config.quotas, parse_size) if config.quotas else None,
     )
     try:
         running = create_server(

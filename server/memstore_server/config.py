@@ -59,6 +59,7 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("grace", "float", 10.0, "seconds calls in flight get to finish on SIGTERM/SIGINT"),
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
+    ("quotas", "str", "", "JSON file of per-tenant quotas: bytes per tier, records, reserved shares"),
     ("allow_no_auth", "bool", False, "serve a non-loopback address without authentication anyway"),
     ("tls_cert", "str", "", "PEM certificate chain: serve TLS"),
     ("tls_key", "str", "", "PEM private key of tls_cert"),
@@ -79,6 +80,7 @@ class ServerConfig:
     grace: float = 10.0
     log_level: str = "INFO"
     auth_tokens: str = ""
+    quotas: str = ""
     allow_no_auth: bool = False
     tls_cert: str = ""
     tls_key: str = ""

@@ -1,0 +1,137 @@
+"""Per-tenant quotas: byte limits per tier, a record limit, and reserved shares.
+
+A tenant's namespaces are named ``t.<tenant>.<name>`` (the server adds the prefix from the caller's
+credentials); every other namespace belongs to the tenant ``default``. For each tenant with a quota:
+
+- ``hot_bytes`` / ``warm_bytes`` / ``cold_bytes``: the most bytes its records take in that tier. Room
+  for its new data is made from its own records first (demoted or, in cold, evicted); a persistent
+  record over its cold limit is refused (``QuotaExceededError``, RESOURCE_EXHAUSTED over gRPC).
+- ``records``: the most distinct keys it holds; a put of a new key beyond it is refused.
+- ``reserved_<tier>_bytes``: while its records take no more than this in a tier, other tenants'
+  pressure never moves them out of it; only its own puts do.
+
+Quotas are a JSON file (``memstore serve --quotas FILE``)::
+
+    {"alice": {"hot_bytes": "1GiB", "cold_bytes": "20GiB", "records": 100000, "reserved_hot_bytes": "256MiB"}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Generic, TypeVar
+
+TIERS = ("hot", "warm", "cold")
+DEFAULT_TENANT = "default"
+
+E = TypeVar("E")
+
+
+def tenant_of_namespace(name: str) -> str:
+    if name.startswith("t.") and name.count(".") >= 2:
+        return name.split(".", 2)[1]
+    return DEFAULT_TENANT
+
+
+@dataclass(frozen=True)
+class Quota:
+    hot_bytes: int | None = None
+    warm_bytes: int | None = None
+    cold_bytes: int | None = None
+    records: int | None = None
+    reserved_hot_bytes: int = 0
+    reserved_warm_bytes: int = 0
+    reserved_cold_bytes: int = 0
+
+    def limit(self, tier: str) -> int | None:
+        value: int | None = getattr(self, f"{tier}_bytes")
+        return value
+
+    def reserved(self, tier: str) -> int:
+        value: int = getattr(self, f"reserved_{tier}_bytes")
+        return value
+
+
+def parse_quotas(spec: dict[str, Any], parse_size: Callable[[Any], int]) -> dict[str, Quota]:
+    """``{tenant: {field: size or count}}`` -> quotas; unknown fields and bad values are refused."""
+    names = {f.name for f in fields(Quota)}
+    quotas = {}
+    for tenant, entry in spec.items():
+        if not isinstance(entry, dict) or not set(entry) <= names:
+            raise ValueError(f"quota of {tenant!r}: an object with fields among {sorted(names)}")
+        values = {k: (int(v) if k == "records" else parse_size(v)) for k, v in entry.items()}
+        if any(v < 0 for v in values.values()):
+            raise ValueError(f"quota of {tenant!r}: negative value")
+        quotas[str(tenant)] = Quota(**values)
+    return quotas
+
+
+def load_quotas(path: str, parse_size: Callable[[Any], int]) -> dict[str, Quota]:
+    with open(path) as f:
+        spec = json.load(f)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a JSON object of tenant -> quota")
+    return parse_quotas(spec, parse_size)
+
+
+class Usage:
+    """Bytes per tier and distinct records per tenant, kept up to date by ``AccountedIndex``."""
+
+    def __init__(self, counted: set[str]) -> None:
+        self.bytes: dict[str, Counter[str]] = {tier: Counter() for tier in TIERS}
+        self.records: Counter[str] = Counter()
+        self._counted = counted  # tenants whose records are counted (those with a quota)
+        self._tiers_holding: Counter[bytes] = Counter()
+
+    def added(self, tier: str, tenant: str, fk: bytes, nbytes: int) -> None:
+        self.bytes[tier][tenant] += nbytes
+        if tenant in self._counted:
+            self._tiers_holding[fk] += 1
+            if self._tiers_holding[fk] == 1:
+                self.records[tenant] += 1
+
+    def removed(self, tier: str, tenant: str, fk: bytes, nbytes: int) -> None:
+        self.bytes[tier][tenant] -= nbytes
+        if tenant in self._counted:
+            self._tiers_holding[fk] -= 1
+            if self._tiers_holding[fk] <= 0:
+                del self._tiers_holding[fk]
+                self.records[tenant] -= 1
+
+    def holds(self, fk: bytes) -> bool:
+        return fk in self._tiers_holding
+
+
+class AccountedIndex(dict[bytes, E], Generic[E]):
+    """A tier's index (full key -> entry) that reports every entry added or removed to ``Usage``."""
+
+    def __init__(
+        self, tier: str, usage: Usage, tenant_of: Callable[[bytes], str], size_of: Callable[[E], int]
+    ) -> None:
+        super().__init__()
+        self._tier, self._usage, self._tenant_of, self._size_of = tier, usage, tenant_of, size_of
+
+    def __setitem__(self, fk: bytes, entry: E) -> None:
+        if fk in self:
+            del self[fk]
+        super().__setitem__(fk, entry)
+        self._usage.added(self._tier, self._tenant_of(fk), fk, self._size_of(entry))
+
+    def __delitem__(self, fk: bytes) -> None:
+        entry = super().pop(fk)
+        self._usage.removed(self._tier, self._tenant_of(fk), fk, self._size_of(entry))
+
+    def pop(self, fk: bytes, *default: Any) -> Any:
+        if fk not in self:
+            if default:
+                return default[0]
+            raise KeyError(fk)
+        entry = self[fk]
+        del self[fk]
+        return entry
+
+    def clear(self) -> None:
+        for fk in list(self):
+            del self[fk]
