@@ -257,3 +257,61 @@ def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ig
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while four clients write persistent values: exit 0, every acknowledged put is there after
+    a restart, and calls the shutdown cut off fail with a status, never with wrong data."""
+    cmd, sock = serve_command(tmp_path, "--grace", "5")
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    acked: dict[bytes, bytes] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    try:
+        _wait_for(sock)
+        with Client(sock, local="never") as c:
+            c.create_namespace("p", durability="persistent")
+
+        def writer(w: int) -> None:
+            rng = np.random.default_rng(seed + w)
+            with Client(sock, local="never", retries=0) as c:
+                i = 0
+                while not stop.is_set():
+                    key, value = b"w%d-%d" % (w, i), rng.bytes(int(rng.integers(1, 64 << 10)))
+                    try:
+                        c.put(key, value, ns="p")
+                    except RemoteError as exc:
+                        with lock:
+                            failures.append(exc.code.name)
+                        return
+                    with lock:
+                        acked[key] = value
+                    i += 1
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        stop.set()
+        for t in threads:
+            t.join(30)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) > 20
+    assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}, failures
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(sock)
+        with Client(sock, local="never") as c:
+            keys = list(acked)
+            assert c.get_many(keys, ns="p") == [acked[k] for k in keys]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
