@@ -71,6 +71,14 @@ def _copy_streams(n: int) -> list[Any]:
 _side_streams: dict[tuple[Any, int], list[Any]] = {}
 
 
+def _arena_locations(client: Client, keys: list[bytes], ns: str) -> Any:
+    """Where each key's record lies in the arena (one local-path call for the batch)."""
+    req = pb.GetRequest(namespace=ns, keys=keys).SerializeToString()
+    return pb.LocalGetResponse.FromString(
+        client._call(lambda t: client._local_get(req, timeout=t), None)
+    ).locations
+
+
 def _byte_view(t: torch.Tensor) -> torch.Tensor:
     import torch
 
@@ -109,10 +117,7 @@ def load_into_tensors(
         return _through_host(client, keys, tensors, ns)
     if pinned:
         register_pinned(arena)
-    req = pb.GetRequest(namespace=ns, keys=keys).SerializeToString()
-    locs = pb.LocalGetResponse.FromString(
-        client._call(lambda t: client._local_get(req, timeout=t), None)
-    ).locations
+    locs = _arena_locations(client, keys, ns)
     src = torch.frombuffer(arena.mm, dtype=torch.uint8)
     lanes = _copy_streams(max(1, streams))
     sizes: list[int | None] = [None] * len(keys)
@@ -210,10 +215,7 @@ def start_layerwise_load(
     if arena is None:
         return None
     register_pinned(arena)
-    req = pb.GetRequest(namespace=ns, keys=keys).SerializeToString()
-    locs = pb.LocalGetResponse.FromString(
-        client._call(lambda t: client._local_get(req, timeout=t), None)
-    ).locations
+    locs = _arena_locations(client, keys, ns)
     found = []
     for loc in locs:  # the leading run of blocks the arena holds now
         if loc.status != pb.LOCAL_FOUND or arena.generation(loc.slot) != loc.generation:

@@ -36,6 +36,14 @@ def _layer_kv(cache: Any, layer: int) -> tuple[Any, Any]:
     return cache[layer][0], cache[layer][1]  # legacy tuple of (k, v) pairs
 
 
+def _sequence_kv(kv: Any, n: int) -> tuple[Any, Any]:
+    """Blocks' K and V of one layer, ``[blocks, 2, heads, T, D]``, as ``[1, heads, n, D]`` each."""
+    heads, dim = kv.shape[2], kv.shape[-1]
+    k = kv[:, 0].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n]
+    v = kv[:, 1].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n]
+    return k, v
+
+
 def _tokens(token_ids: Any) -> list[int]:
     if hasattr(token_ids, "tolist"):
         token_ids = token_ids.tolist()
@@ -193,8 +201,7 @@ class HFKVCache:
             cache = DynamicCache()
         for layer in range(self.identity.num_layers):
             kv = stacked[:, layer]  # [n, 2, heads, T, D]
-            k = kv[:, 0].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1])[:, :, :n].contiguous()
-            v = kv[:, 1].permute(1, 0, 2, 3).reshape(1, kv.shape[2], -1, kv.shape[-1])[:, :, :n].contiguous()
+            k, v = (t.contiguous() for t in _sequence_kv(kv, n))
             cache.update(k, v, layer)
         return cache, n
 
@@ -251,8 +258,9 @@ class HFKVCache:
                 loader.layer(layer).view(self.dtype).reshape(loader.blocks, 2, heads, ident.block_tokens, dim)
             )
             k, v = _layer_kv(cache, layer)
-            k.copy_(kv[:, 0].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n])
-            v.copy_(kv[:, 1].permute(1, 0, 2, 3).reshape(1, heads, -1, dim)[:, :, :n])
+            new_k, new_v = _sequence_kv(kv, n)
+            k.copy_(new_k)
+            v.copy_(new_v)
             if layer == ident.num_layers - 1 and not loader.finish():
                 raise StaleLoadError("KV blocks changed in memstore while they were copied; load them again")
 
