@@ -44,6 +44,26 @@ def serve_command(tmp_path: object, *extra: str, cold: str = "256MiB") -> tuple[
     return cmd, sock
 
 
+def wait_serving(target: str, timeout: float = 60) -> float:
+    """Wait until the server at ``target`` answers a health check with SERVING; returns the seconds taken."""
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with grpc.insecure_channel(target) as ch:
+            try:
+                answer = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - start
+            except grpc.RpcError:
+                pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{target} did not answer health checks within {timeout}s")
+
+
 def open_store(path: str, **kw: Any) -> TieredStore:
     opts = {"hot_bytes": 4 * MiB, "warm_bytes": 8 * MiB, "cold_bytes": 64 * MiB, "prefault": False}
     opts.update(kw)

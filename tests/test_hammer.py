@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from memstore import Client
-from tests.conftest import serve_command
+from tests.conftest import serve_command, wait_serving
 
 SECONDS = 8.0
 
@@ -19,15 +18,8 @@ def test_two_processes_hammering_hot_keys(tmp_path, seed) -> None:  # type: igno
     cmd, target = serve_command(tmp_path)
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        wait_serving(target)
         with Client(target, local="never") as probe:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    probe.stats()
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-                    time.sleep(0.2)
             workers = [
                 subprocess.Popen(
                     [sys.executable, "-m", "tests.hammer_worker", target, str(p), str(SECONDS)],

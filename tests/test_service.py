@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore.v1 import memstore_pb2 as pb
 from memstore_server import create_server
-from tests.conftest import MiB, serve_command
+from tests.conftest import MiB, serve_command, wait_serving
 
 METHODS = ["CreateNamespace", "Put", "Get", "Delete", "Exists", "Stats"]
 
@@ -219,24 +219,12 @@ def test_async_client(server, seed, local) -> None:  # type: ignore[no-untyped-d
     asyncio.run(main())
 
 
-def _wait_for(target: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with grpc.insecure_channel(target) as ch:
-                grpc.channel_ready_future(ch).result(timeout=1)
-                return
-        except grpc.FutureTimeoutError:
-            time.sleep(0.1)
-    raise TimeoutError(target)
-
-
 def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
     cmd, sock = serve_command(tmp_path, "--grace", "5")
     values = {b"v%d" % i: np.random.default_rng(seed + i).bytes(1 * MiB) for i in range(20)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock) as c:
             c.put_many(values)  # 20 MiB: more than hot, so some of it lives in warm at shutdown
         proc.send_signal(signal.SIGTERM)
@@ -249,7 +237,7 @@ def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ig
             proc.kill()
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock) as c:
             assert c.get_many(list(values)) == list(values.values())
         os.kill(proc.pid, signal.SIGINT)
@@ -269,7 +257,7 @@ def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[n
     lock = threading.Lock()
     stop = threading.Event()
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock, local="never") as c:
             c.create_namespace("p", durability="persistent")
 
@@ -306,7 +294,7 @@ def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[n
     assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}, failures
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock, local="never") as c:
             keys = list(acked)
             assert c.get_many(keys, ns="p") == [acked[k] for k in keys]
