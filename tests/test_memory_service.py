@@ -13,8 +13,7 @@ import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore_server import create_server
-from tests.conftest import MiB, serve_command
-from tests.test_service import _wait_for
+from tests.conftest import MiB, serve_command, wait_serving
 
 NS = ("user-1", "agent-a", "facts")
 
@@ -96,7 +95,7 @@ def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> No
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     acked = []
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock) as c:
             for i in range(200):
                 c.memory.put(NS, f"k{i}", {"i": i}, text=f"note {i}")
@@ -108,7 +107,7 @@ def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> No
             proc.kill()
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(sock)
+        wait_serving(sock)
         with Client(sock) as c:
             got = c.memory.get_many([(NS, f"k{i}") for i in acked])
             assert all(r is not None and r.value == {"i": i} for r, i in zip(got, acked, strict=True))
