@@ -17,7 +17,7 @@ from memstore.quota import load_quotas
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
-from memstore_server.auth import AuthInterceptor, load_tokens
+from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, load_tokens
 from memstore_server.config import ServerConfig, parse_size
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
@@ -56,7 +56,17 @@ def create_server(
     tls: tuple[str, str, str | None] | None = None,
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
-    interceptors = [AuthInterceptor(load_tokens(auth_tokens))] if auth_tokens else []
+    mutual_tls = tls is not None and tls[2] is not None
+    interceptors = []
+    if auth_tokens or mutual_tls:
+        # Without a tokens file, mutual TLS alone authenticates: a certificate that names no tenant is
+        # the default tenant's admin, as the CA vouches for it.
+        tokens = load_tokens(auth_tokens) if auth_tokens else {}
+        interceptors.append(
+            AuthInterceptor(
+                tokens, certificate_default=None if auth_tokens else Principal(DEFAULT_TENANT, "admin")
+            )
+        )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="memstore-rpc"),
         interceptors=interceptors,

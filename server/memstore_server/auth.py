@@ -3,9 +3,11 @@
 A tokens file holds one JSON object per line: the SHA-256 of a token (never the token itself), its
 tenant and its role (``read`` < ``write`` < ``admin``). ``memstore token create`` adds a line and prints
 the new token once. The interceptor checks every call: a missing or unknown token is
-UNAUTHENTICATED, a role too weak for the method is PERMISSION_DENIED. The tenant comes from the token
-alone and reaches the handlers through ``current_tenant()``; every namespace a tenant names is stored
-under ``t.<tenant>.`` so nothing crosses tenants.
+UNAUTHENTICATED, a role too weak for the method is PERMISSION_DENIED. With mutual TLS, a client
+certificate can name its holder instead: a URI subject alternative name ``memstore://TENANT/ROLE``. The
+tenant comes from the token or the certificate alone and reaches the handlers through
+``current_tenant()``; every namespace a tenant names is stored under ``t.<tenant>.`` so nothing crosses
+tenants.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import grpc
 ROLES = {"read": 1, "write": 2, "admin": 3}
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_CERT_URI = re.compile(r"^memstore://([A-Za-z0-9_-]{1,32})/(read|write|admin)$")
 _tenant: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_tenant", default=DEFAULT_TENANT)
 
 # The role each method needs; methods not listed need "write".
@@ -94,14 +97,32 @@ def load_tokens(path: str) -> dict[str, Principal]:
     return out
 
 
+def certificate_principal(context: grpc.ServicerContext) -> Principal | None:
+    """The principal a verified client certificate names with a ``memstore://TENANT/ROLE`` URI SAN."""
+    for uri in context.auth_context().get("peer_uri", ()):
+        match = _CERT_URI.match(uri.decode(errors="replace"))
+        if match and match[1] != DEFAULT_TENANT:
+            return Principal(match[1], match[2])
+    return None
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """A bearer token decides the caller; without one, the client certificate (mutual TLS) does.
+
+    ``certificate_default`` is the principal of a verified certificate that names no tenant: the
+    default tenant as admin when mutual TLS is the only authentication (the CA vouches for its
+    holders), None when a tokens file is in use (such a caller is unauthenticated).
+    """
+
     def __init__(
         self,
         tokens: dict[str, Principal],
         open_services: tuple[str, ...] = ("grpc.health.v1.Health", "grpc.reflection"),
+        certificate_default: Principal | None = None,
     ) -> None:
         self.tokens = tokens
         self.open_services = open_services
+        self.certificate_default = certificate_default
 
     def _principal(self, metadata: Any) -> Principal | None:
         for key, value in metadata or ():
@@ -119,13 +140,14 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None:
             return None
-        principal = self._principal(details.invocation_metadata)
-        if principal is None:
-            return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
         need = NEEDS.get(method.rsplit("/", 1)[-1], "write")
-        if ROLES[principal.role] < ROLES[need]:
-            return _refuse(handler, grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
-        return _with_tenant(handler, principal.tenant)
+        if any(key == "authorization" for key, _ in details.invocation_metadata or ()):
+            principal = self._principal(details.invocation_metadata)
+            if principal is None:
+                return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            return _as(handler, lambda _context: principal, need)
+        # No token: the certificate, which only the call's context shows.
+        return _as(handler, lambda context: certificate_principal(context) or self.certificate_default, need)
 
 
 def _wrap(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
@@ -146,14 +168,25 @@ def _refuse(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return _wrap(handler, wrap)
 
 
-def _with_tenant(handler: Any, tenant: str) -> Any:
+def _as(handler: Any, principal_of: Callable[[grpc.ServicerContext], Principal | None], need: str) -> Any:
+    """Run the handler as the call's principal, in its tenant, if its role is strong enough."""
+
     def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            token = _tenant.set(tenant)
+            principal = principal_of(context)
+            if principal is None:
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "a valid bearer token or a client certificate naming a tenant is required",
+                )
+            assert principal is not None
+            if ROLES[principal.role] < ROLES[need]:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
+            token = _tenant.set(principal.tenant)
             try:
                 result = behaviour(request, context)
                 if handler.response_streaming:  # a generator runs after we return: carry the tenant in
-                    return _tenant_stream(result, tenant)
+                    return _tenant_stream(result, principal.tenant)
                 return result
             finally:
                 _tenant.reset(token)

@@ -248,6 +248,7 @@ class StoreService(Servicer):
             pinned=st["pinned"],
             policy=st["policy"],
             hot_segment=st["hot_segment"],
+            cold_reader_slots=st["cold"]["reader_slots"],
         ).SerializeToString()
 
     @handler
