@@ -161,6 +161,8 @@ def _stats_dict(resp: pb.StatsResponse) -> dict[str, Any]:
     for t in resp.tiers:
         out[t.name] = {f: getattr(t, f) for f in _TIER_FIELDS}
         out[t.name]["compression_ratio"] = t.compression_ratio or None
+    if "cold" in out:
+        out["cold"]["reader_slots"] = resp.cold_reader_slots
     out.update(
         namespaces=resp.namespaces, pinned=resp.pinned, policy=resp.policy, hot_segment=resp.hot_segment
     )

@@ -116,6 +116,10 @@ class ColdTier:
                 return None
             return fn(buf)
 
+    def reader_slots(self) -> int:
+        """LMDB reader-table slots in use or kept for reuse (a leak of read transactions grows this)."""
+        return int(self.env.info()["num_readers"])
+
     def scan(self) -> Iterator[tuple[bytes, int]]:
         """Every stored key with its record length (reads no value pages)."""
         with self.env.begin(db=self.records, buffers=True) as txn:

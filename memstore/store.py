@@ -663,6 +663,7 @@ class TieredStore:
             tiers["cold"]["bytes_written"] = self._cold.bytes_written
             tiers["cold"]["commits"] = self._cold.commits
             tiers["cold"]["map_bytes"] = self._cold.map_size
+            tiers["cold"]["reader_slots"] = self._cold.reader_slots()
             return {
                 **tiers,
                 "namespaces": len(self._namespaces),

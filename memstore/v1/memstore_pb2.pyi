@@ -190,18 +190,20 @@ class TierStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment")
+    __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment", "cold_reader_slots")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HOT_SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    COLD_READER_SLOTS_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     namespaces: int
     pinned: int
     policy: str
     hot_segment: str
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., namespaces: _Optional[int] = ..., pinned: _Optional[int] = ..., policy: _Optional[str] = ..., hot_segment: _Optional[str] = ...) -> None: ...
+    cold_reader_slots: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., namespaces: _Optional[int] = ..., pinned: _Optional[int] = ..., policy: _Optional[str] = ..., hot_segment: _Optional[str] = ..., cold_reader_slots: _Optional[int] = ...) -> None: ...
 
 class OpenLocalRequest(_message.Message):
     __slots__ = ()
