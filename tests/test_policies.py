@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from functools import cache
 
@@ -62,8 +63,64 @@ def _reference_lfu(seq: list[int], capacity: int) -> list[int]:
     return evicted
 
 
+def _reference_prefix_gd(seq: list[int], capacity: int) -> list[int]:
+    """prefix-gd's rules written plainly (flat keys, so every key is a leaf): scans instead of heaps."""
+    uses: dict[int, int] = {}
+    prio: dict[int, tuple[float, int]] = {}  # (priority, placement order) decides ties as a heap would
+    history: dict[int, int] = {}  # evicted key -> uses, oldest first
+    ghosts: tuple[dict[int, int], dict[int, int]] = ({}, {})  # evicted key -> eviction number
+    state = {"tick": 0, "order": 0, "L": 0.0, "target": 0.5, "evictions": 0}
+    evicted = []
+
+    def place(k: int) -> None:
+        state["order"] += 1
+        if uses[k]:
+            prio[k] = (state["L"] + math.log2(1 + uses[k]), state["order"])
+        else:
+            state["tick"] += 1
+            prio[k] = (float(state["tick"]), state["order"])
+
+    for k in seq:
+        if k in uses:
+            uses[k] += 1
+            place(k)
+            continue
+        if len(uses) >= capacity:
+            new = [x for x in uses if not uses[x]]
+            old = [x for x in uses if uses[x]]
+            first, second = (new, old) if len(new) > state["target"] * len(uses) else (old, new)
+            v = min(first or second, key=prio.__getitem__)
+            evicted.append(v)
+            if uses[v]:
+                state["L"] = max(state["L"], prio[v][0])
+            state["evictions"] += 1
+            tracked = len(uses)  # the windows count the victim, still tracked when it is evicted
+            ghosts[uses[v] > 0][v] = state["evictions"]
+            for g in ghosts:
+                for x in [x for x, n in g.items() if n < state["evictions"] - tracked]:
+                    del g[x]
+            history[v] = uses.pop(v)
+            del prio[v]
+            while len(history) > 4 * tracked:
+                del history[next(iter(history))]
+        u = history.pop(k) + 1 if k in history else 0
+        for reused, g in enumerate(ghosts):
+            if g.pop(k, None) is not None:
+                step = max(1.0, len(ghosts[1 - reused]) / (len(g) + 1)) / max(len(uses), 1)
+                state["target"] = min(1.0, max(0.0, state["target"] + (-step if reused else step)))
+        uses[k] = u
+        place(k)
+    return evicted
+
+
 @pytest.mark.parametrize(
-    "name,reference", [("lru", _reference_lru), ("lfu", _reference_lfu), ("prefix-lru", _reference_lru)]
+    "name,reference",
+    [
+        ("lru", _reference_lru),
+        ("lfu", _reference_lfu),
+        ("prefix-lru", _reference_lru),
+        ("prefix-gd", _reference_prefix_gd),
+    ],
 )
 def test_policies_match_their_reference(name, reference, seed) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
@@ -73,7 +130,7 @@ def test_policies_match_their_reference(name, reference, seed) -> None:  # type:
         assert _simulate(name, seq, cap) == reference(seq, cap)
 
 
-@pytest.mark.parametrize("name", ["s3fifo", "arc"])
+@pytest.mark.parametrize("name", ["s3fifo", "arc", "prefix-gd"])
 def test_scan_resistant_policies_keep_a_hot_set_through_a_scan(name) -> None:  # type: ignore[no-untyped-def]
     hot = list(range(5))
     seq = hot * 6 + list(range(100, 160)) + hot  # a one-time scan of 60 keys between uses
@@ -112,7 +169,7 @@ def _tree_trace(rng: random.Random, n: int) -> list[Request]:
     return out
 
 
-@pytest.mark.parametrize("name", ["prefix-lru", "prefix-slru"])
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-slru", "prefix-gd"])
 def test_prefix_policies_keep_every_cached_block_s_parent(name, seed) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     trace = _tree_trace(rng, 300)
