@@ -1,6 +1,6 @@
 """kill -9 of ``memstore serve`` while clients write, round after round: no acknowledged persistent
 write is lost, no read of either class returns wrong bytes, and every restart answers health checks
-in about the time a fresh server does (the restart never replays or scans the data)."""
+in about the time a fresh server does (a restart reads the cold tier's keys, no log and no values)."""
 
 from __future__ import annotations
 
@@ -125,5 +125,5 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
     )
     assert persistent > 0 and cache_hits > 0
     # Relative, not absolute: a restart over the data costs at most three fresh starts (slack for a
-    # busy machine); a restart that replayed or scanned the data would grow with the rounds.
+    # busy machine); a restart that replayed a log or read values would grow with the rounds.
     assert max(restarts) <= 3 * max(fresh), (restarts, fresh)
