@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--tenant", required=True, help="the tenant the token acts for")
     create.add_argument("--role", required=True, choices=["read", "write", "admin"])
     create.add_argument("--file", required=True, help="tokens file (created with mode 0600)")
+    create.add_argument("--expires-in", default=None, help="how long the token is valid, like 12h or 30d")
     stats = sub.add_parser("stats", help="print a running server's per-tier table")
     stats.add_argument("target", nargs="?", default="127.0.0.1:50051", help="HOST:PORT or unix:PATH")
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "token":
-            from memstore_server.auth import create_token
+            from memstore_server.auth import create_token, parse_duration
 
-            print(create_token(args.file, args.tenant, args.role))
+            expires = parse_duration(args.expires_in) if args.expires_in else None
+            print(create_token(args.file, args.tenant, args.role, expires))
             return 0
         return _serve(args) if args.command == "serve" else _stats(args)
     except (ValueError, OSError) as exc:

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore_server import create_server
-from memstore_server.auth import create_token
+from memstore_server.auth import TokensFile, create_token
 from tests.conftest import MiB
 
 
@@ -160,3 +161,48 @@ def test_token_command_and_non_loopback_refusal(tmp_path) -> None:  # type: igno
         timeout=60,
     )
     assert refused.returncode == 2 and "without authentication" in refused.stderr
+
+
+def test_expired_revoked_and_added_tokens_without_a_restart(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(TokensFile, "CHECK_EVERY", 0.0)  # look at the file on every call
+    tokens = str(tmp_path / "tokens.jsonl")
+    keep = create_token(tokens, "acme", "write", expires_in=3600)
+    lapsed = create_token(tokens, "acme", "write", expires_in=0.001)
+    revoked = create_token(tokens, "bolt", "write")
+    store = TieredStore(
+        str(tmp_path / "s"), hot_bytes=4 * MiB, warm_bytes=4 * MiB, cold_bytes=32 * MiB, prefault=False
+    )
+    running = create_server(store, f"unix:{tmp_path}/m.sock", auth_tokens=tokens)
+    target = f"unix:{tmp_path}/m.sock"
+    try:
+        with Client(target, local="never", token=keep) as c:
+            c.put(b"k", b"v")
+        with Client(target, local="never", token=lapsed, retries=0) as c:
+            assert _code(lambda: c.get(b"k")) == grpc.StatusCode.UNAUTHENTICATED
+        with Client(target, local="never", token=revoked, retries=0) as c:
+            c.put(b"k", b"bolt's")
+            with open(tokens) as f:
+                lines = [line for line in f if '"bolt"' not in line]
+            with open(tokens, "w") as f:
+                f.writelines(lines)
+            assert _code(lambda: c.get(b"k")) == grpc.StatusCode.UNAUTHENTICATED  # revoked, no restart
+        added = create_token(tokens, "bolt", "read")
+        with Client(target, local="never", token=added) as c:
+            assert c.get(b"k") == b"bolt's"  # same tenant, new token
+        with open(tokens, "a") as f:
+            f.write("{half an edit\n")  # a broken file keeps the last good tokens
+        with Client(target, local="never", token=keep) as c:
+            assert c.get(b"k") == b"v"
+    finally:
+        running.stop(1)
+        store.close()
+    command = ["token", "create", "--tenant", "acme", "--role", "read", "--file", tokens + "2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "memstore.cli", *command, "--expires-in", "1d"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with open(tokens + "2") as f:
+        entry = json.loads(f.read())
+    assert out.stdout.startswith("ms_") and abs(entry["expires_at"] - time.time() - 86400) < 600

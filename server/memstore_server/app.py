@@ -17,7 +17,7 @@ from memstore.quota import load_quotas
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
-from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, load_tokens
+from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, TokensFile
 from memstore_server.config import ServerConfig, parse_size
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
@@ -61,7 +61,7 @@ def create_server(
     if auth_tokens or mutual_tls:
         # Without a tokens file, mutual TLS alone authenticates: a certificate that names no tenant is
         # the default tenant's admin, as the CA vouches for it.
-        tokens = load_tokens(auth_tokens) if auth_tokens else {}
+        tokens = TokensFile(auth_tokens) if auth_tokens else None
         interceptors.append(
             AuthInterceptor(
                 tokens, certificate_default=None if auth_tokens else Principal(DEFAULT_TENANT, "admin")

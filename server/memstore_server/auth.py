@@ -1,9 +1,11 @@
 """Bearer-token authentication and the tenant of each call.
 
 A tokens file holds one JSON object per line: the SHA-256 of a token (never the token itself), its
-tenant and its role (``read`` < ``write`` < ``admin``). ``memstore token create`` adds a line and prints
-the new token once. The interceptor checks every call: a missing or unknown token is
-UNAUTHENTICATED, a role too weak for the method is PERMISSION_DENIED. With mutual TLS, a client
+tenant, its role (``read`` < ``write`` < ``admin``) and, optionally, when it expires.
+``memstore token create`` adds a line and prints the new token once; the server reads the file again
+when it changes, so deleting a line revokes a token without a restart. The interceptor checks every
+call: a missing, unknown or expired token is UNAUTHENTICATED, a role too weak for the method is
+PERMISSION_DENIED. With mutual TLS, a client
 certificate can name its holder instead: a URI subject alternative name ``memstore://TENANT/ROLE``. The
 tenant comes from the token or the certificate alone and reaches the handlers through
 ``current_tenant()``; every namespace a tenant names is stored under ``t.<tenant>.`` so nothing crosses
@@ -16,9 +18,12 @@ import contextvars
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +34,7 @@ ROLES = {"read": 1, "write": 2, "admin": 3}
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _CERT_URI = re.compile(r"^memstore://([A-Za-z0-9_-]{1,32})/(read|write|admin)$")
+log = logging.getLogger("memstore.auth")
 _tenant: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_tenant", default=DEFAULT_TENANT)
 
 # The role each method needs; methods not listed need "write".
@@ -62,22 +68,43 @@ def tenant_namespace(name: str) -> str:
 class Principal:
     tenant: str
     role: str
+    expires_at: float | None = None  # unix seconds; None never expires
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``12h`` or ``30d``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"a duration is a number and s, m, h or d (like 30d), not {text!r}")
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(path: str, tenant: str, role: str) -> str:
-    """Append a new token for ``tenant`` with ``role`` to the tokens file; returns the token."""
+def create_token(path: str, tenant: str, role: str, expires_in: float | None = None) -> str:
+    """Append a new token for ``tenant`` with ``role`` (valid ``expires_in`` seconds, or for ever) to the
+    tokens file; returns the token."""
     if not _TENANT.match(tenant) or tenant == DEFAULT_TENANT:
         raise ValueError("a tenant is 1-32 characters of A-Z a-z 0-9 _ - (and not 'default')")
     if role not in ROLES:
         raise ValueError(f"role is one of {sorted(ROLES)}")
+    if expires_in is not None and expires_in <= 0:
+        raise ValueError("a token must be valid for some time")
     token = "ms_" + secrets.token_urlsafe(32)
+    entry: dict[str, Any] = {"sha256": hash_token(token), "tenant": tenant, "role": role}
+    if expires_in is not None:
+        entry["expires_at"] = round(time.time() + expires_in, 3)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as f:
-        f.write(json.dumps({"sha256": hash_token(token), "tenant": tenant, "role": role}) + "\n")
+        f.write(json.dumps(entry) + "\n")
     return token
 
 
@@ -89,12 +116,51 @@ def load_tokens(path: str) -> dict[str, Principal]:
                 continue
             try:
                 entry = json.loads(line)
-                out[entry["sha256"]] = Principal(entry["tenant"], entry["role"])
-            except (json.JSONDecodeError, KeyError) as exc:
+                expires = entry.get("expires_at")
+                out[entry["sha256"]] = Principal(
+                    entry["tenant"], entry["role"], None if expires is None else float(expires)
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}:{n}: not a token entry ({exc})") from None
             if entry["role"] not in ROLES or not _TENANT.match(entry["tenant"]):
                 raise ValueError(f"{path}:{n}: bad role or tenant")
     return out
+
+
+class TokensFile:
+    """The tokens file, read again when it changes, so tokens are added or revoked without a restart.
+
+    A file that fails to parse keeps the last good set (and the error is logged), so a half-written
+    edit never locks everyone out or lets anyone in.
+    """
+
+    CHECK_EVERY = 1.0  # seconds between looks at the file's modification time
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp = self._stat()
+        self.tokens = load_tokens(path)  # a bad file at start is an error
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[float, int]:
+        st = os.stat(self.path)
+        return st.st_mtime, st.st_size
+
+    def current(self) -> dict[str, Principal]:
+        now = time.monotonic()
+        if now - self._checked >= self.CHECK_EVERY:
+            with self._lock:
+                self._checked = now
+                try:
+                    stamp = self._stat()
+                    if stamp != self._stamp:
+                        self.tokens = load_tokens(self.path)
+                        self._stamp = stamp
+                        log.info("reloaded %s: %d tokens", self.path, len(self.tokens))
+                except (OSError, ValueError) as exc:
+                    log.error("keeping the previous tokens: %s", exc)
+        return self.tokens
 
 
 def certificate_principal(context: grpc.ServicerContext) -> Principal | None:
@@ -116,7 +182,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(
         self,
-        tokens: dict[str, Principal],
+        tokens: TokensFile | None,
         open_services: tuple[str, ...] = ("grpc.health.v1.Health", "grpc.reflection"),
         certificate_default: Principal | None = None,
     ) -> None:
@@ -125,12 +191,13 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self.certificate_default = certificate_default
 
     def _principal(self, metadata: Any) -> Principal | None:
+        known = self.tokens.current() if self.tokens is not None else {}
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
                 digest = hash_token(value[7:])
-                for known, principal in self.tokens.items():
-                    if hmac.compare_digest(known, digest):
-                        return principal
+                for known_digest, principal in known.items():
+                    if hmac.compare_digest(known_digest, digest):
+                        return None if principal.expired() else principal
         return None
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
@@ -144,7 +211,9 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if any(key == "authorization" for key, _ in details.invocation_metadata or ()):
             principal = self._principal(details.invocation_metadata)
             if principal is None:
-                return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+                return _refuse(
+                    handler, grpc.StatusCode.UNAUTHENTICATED, "a valid, unexpired bearer token is required"
+                )
             return _as(handler, lambda _context: principal, need)
         # No token: the certificate, which only the call's context shows.
         return _as(handler, lambda context: certificate_principal(context) or self.certificate_default, need)
