@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
+from memstore.hot import shm_dir
 from memstore_server import create_server
 from memstore_server.auth import TokensFile, create_token
 from tests.conftest import MiB
@@ -86,6 +87,8 @@ def test_tenants_never_see_each_other(secured, seed) -> None:  # type: ignore[no
     vb = {k: rng.bytes(32) for k in keys}
     with Client(target, token=t["a_write"]) as a, Client(target, token=t["b_write"]) as b:
         assert not a.local and not b.local  # the shared arena is for admins only when tokens are on
+        arena = os.path.join(shm_dir(), store.stats()["hot_segment"])
+        assert stat.S_IMODE(os.stat(arena).st_mode) == 0o600  # and no other user can map it
         a.put_many(va)
         b.put_many(vb)
         probes = rng.choice(len(keys), size=10_000)
