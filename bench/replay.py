@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bench.common import print_table, write_result
 from memstore.admission import AdmitAll, SeenTwice
-from memstore.policy import POLICIES
+from memstore.policy import POLICIES, PrefixGreedyDual
 from memstore.replay import Request, load_trace, replay
 
 DEFAULT_TRACE = (
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
     )
     summary: dict[str, Any] = {f"{r['policy']}@{r['capacity']:g}": r["prefix_hit_ratio"] for r in rows}
+    summary["prefix_gd_history_sweep"] = _history_sweep(cached, distinct, fractions, args.block_tokens)
     online = [p for p in policies if p != "opt"]
     summary["best_policy"] = max(online, key=lambda p: sum(summary[f"{p}@{f:g}"] for f in fractions))
     summary["trace"] = Path(args.trace).name
@@ -101,6 +102,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _plot(rows, fractions, path.with_suffix(".png"))
     print(f"best online policy: {summary['best_policy']}; wrote {path} and {path.with_suffix('.png')}")
     return summary
+
+
+def _history_sweep(
+    trace: list[Request], distinct: int, fractions: list[float], block_tokens: int
+) -> dict[str, list[float]]:
+    """prefix-gd with other lengths of its use-count memory (4 evicted keys per tracked key is the
+    default): how much the figures depend on that choice."""
+    sweep: dict[str, list[float]] = {}
+    rows = []
+    for history in (1, 2, 4, 8, 16):
+        ratios = []
+        for frac in fractions:
+            r = replay(
+                trace,
+                f"prefix-gd history={history}",
+                max(1, int(distinct * frac)),
+                block_tokens=block_tokens,
+                make=lambda c, h=history: PrefixGreedyDual(c, history=h),
+            )
+            ratios.append(r.prefix_hit_ratio)
+        sweep[str(history)] = ratios
+        rows.append(
+            {"history": history, **{f"prefix_hit@{f:g}": x for f, x in zip(fractions, ratios, strict=True)}}
+        )
+    print("prefix-gd by the length of its use-count memory (evicted keys per tracked key):")
+    print_table(rows, ["history", *(f"prefix_hit@{f:g}" for f in fractions)])
+    return sweep
 
 
 def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:

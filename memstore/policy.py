@@ -463,9 +463,9 @@ class PrefixGreedyDual:
     """
 
     name = "prefix-gd"
-    HISTORY = 4  # evicted keys whose use counts are remembered, per key tracked
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, history: int = 4) -> None:
+        self._history_per_key = history  # evicted keys whose use counts are remembered, per key tracked
         self._uses: dict[Hashable, int] = {}
         self._priority: dict[Hashable, float] = {}
         self._parent: dict[Hashable, Hashable] = {}
@@ -542,7 +542,7 @@ class PrefixGreedyDual:
                 while ghost and next(iter(ghost.values())) < window:
                     ghost.popitem(last=False)
             self._history[key] = uses
-            while len(self._history) > self.HISTORY * max(len(self), 1):
+            while len(self._history) > self._history_per_key * max(len(self), 1):
                 self._history.popitem(last=False)
         self.remove(key)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from memstore.admission import Admission
-from memstore.policy import make_policy
+from memstore.policy import EvictionPolicy, make_policy
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,14 @@ def replay(
     *,
     block_tokens: int = 512,
     admission: Admission | None = None,
+    make: Callable[[int], EvictionPolicy] | None = None,
 ) -> ReplayResult:
-    """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy."""
+    """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy (or by the one
+    ``make(capacity)`` builds, reported under ``policy_name``)."""
     trace = list(trace)
-    if policy_name == "opt":
+    if policy_name == "opt" and make is None:
         return _replay_opt(trace, capacity, block_tokens)
-    policy = make_policy(policy_name, capacity)
+    policy = make(capacity) if make is not None else make_policy(policy_name, capacity)
     cached: set[int] = set()
     cold: set[int] = set()
     cold_read: set[int] = set()
