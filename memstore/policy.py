@@ -45,8 +45,9 @@ class EvictionPolicy(Protocol):
         """The key was evicted for space (ghost lists remember it)."""
         ...
 
-    def victim(self, skip: Skip) -> Hashable | None:
-        """The key to evict next (still tracked until ``evict``), or None when every key is skipped."""
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
+        """The key to evict next (still tracked until ``evict``), or None when every key is skipped.
+        ``incoming`` is the key the room is for, when known (ARC's choice depends on it)."""
         ...
 
     def ordered(self) -> list[Hashable]:
@@ -75,7 +76,7 @@ class LRU:
 
     evict = remove
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         for key in self._order:
             if not skip(key):
                 return key
@@ -122,7 +123,7 @@ class LFU:
 
     evict = remove
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         for f in sorted(self._buckets):
             for key in self._buckets[f]:
                 if not skip(key):
@@ -137,6 +138,10 @@ class LFU:
 
 
 class S3FIFO:
+    """S3-FIFO (Yang et al., SOSP'23) on this seam. Two choices differ from the paper's fixed-size
+    queues, so the store can use it on byte budgets: the small queue's share (a tenth) is of the keys
+    tracked now, and a key promoted from small to main starts main with its count reset."""
+
     name = "s3fifo"
     SMALL = 0.1
 
@@ -171,7 +176,7 @@ class S3FIFO:
                 self._ghost.popitem(last=False)
         self.remove(key)
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         # Bounded passes: promotions and reinsertions reorder queues, each key moves at most 4 times.
         for _ in range(4 * len(self._freq) + 1):
             total = len(self._small) + len(self._main)
@@ -205,6 +210,10 @@ class S3FIFO:
 
 
 class ARC:
+    """ARC as in Megiddo and Modha's Figure 4, on this seam: the cache asks for a victim (``REPLACE``)
+    with the incoming key, evicts it, then inserts the key; the ghost-list trims of case IV happen in
+    ``insert``, after the eviction, which leaves the same lists."""
+
     name = "arc"
 
     def __init__(self, capacity: int = 1 << 20) -> None:
@@ -214,15 +223,22 @@ class ARC:
         self.t2: OrderedDict[Hashable, None] = OrderedDict()
         self.b1: OrderedDict[Hashable, None] = OrderedDict()
         self.b2: OrderedDict[Hashable, None] = OrderedDict()
+        self._pending: tuple[Hashable, float] | None = None  # (incoming key, p adapted for it)
+
+    def _adapted(self, key: Hashable) -> float:
+        """p after a ghost hit on key (cases II and III), from the list sizes before any eviction."""
+        if key in self.b1:
+            return min(float(self.c), self.p + max(len(self.b2) / max(len(self.b1), 1), 1.0))
+        if key in self.b2:
+            return max(0.0, self.p - max(len(self.b1) / max(len(self.b2), 1), 1.0))
+        return self.p
 
     def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
-        if key in self.b1:
-            self.p = min(float(self.c), self.p + max(len(self.b2) / max(len(self.b1), 1), 1.0))
-            del self.b1[key]
-            self.t2[key] = None
-        elif key in self.b2:
-            self.p = max(0.0, self.p - max(len(self.b1) / max(len(self.b2), 1), 1.0))
-            del self.b2[key]
+        pending, self._pending = self._pending, None
+        if key in self.b1 or key in self.b2:
+            self.p = pending[1] if pending is not None and pending[0] == key else self._adapted(key)
+            self.b1.pop(key, None)
+            self.b2.pop(key, None)
             self.t2[key] = None
         else:
             self.t1.pop(key, None)
@@ -252,11 +268,18 @@ class ARC:
             del self.t2[key]
             self.b2[key] = None
 
-    def victim(self, skip: Skip) -> Hashable | None:
-        first, second = (
-            (self.t1, self.t2) if self.t1 and (len(self.t1) > self.p or not self.t2) else (self.t2, self.t1)
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
+        p = self.p
+        if incoming is not None:  # adapt once per incoming key, from the sizes before its evictions
+            if self._pending is None or self._pending[0] != incoming:
+                self._pending = (incoming, self._adapted(incoming))
+            p = self._pending[1]
+        from_t1 = bool(self.t1) and (
+            (incoming is not None and incoming in self.b2 and len(self.t1) == p)
+            or len(self.t1) > p
+            or not self.t2
         )
-        for queue in (first, second):
+        for queue in (self.t1, self.t2) if from_t1 else (self.t2, self.t1):
             for key in queue:
                 if not skip(key):
                     return key
@@ -325,7 +348,7 @@ class _PrefixTree:
 
     evict = remove
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         held = []
         found = None
         while self._heap:
@@ -424,7 +447,7 @@ class PrefixSLRU:
                 self._ghost.popitem(last=False)
         self.remove(key)
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         if len(self._protected) > self.PROTECTED * len(self):
             segments = (self._protected, self._probation)
         else:
@@ -566,7 +589,7 @@ class PrefixGreedyDual:
             heapq.heappush(heap, entry)
         return found
 
-    def victim(self, skip: Skip) -> Hashable | None:
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         order = [False, True]  # probation first while it holds more than its target
         if len(self) - self._reused <= self._target * len(self):
             order.reverse()

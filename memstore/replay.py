@@ -103,7 +103,7 @@ def replay(
                 if h in cold and h not in cold_read:
                     cold_read.add(h)
                 while len(cached) >= capacity:
-                    victim = policy.victim(in_use.__contains__)
+                    victim = policy.victim(in_use.__contains__, h)
                     if victim is None:
                         break
                     policy.evict(victim)

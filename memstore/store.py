@@ -1075,7 +1075,7 @@ class TieredStore:
             result = attempt()
             if result is not None:
                 return result
-            victim = self._hot_policy.victim(skip)
+            victim = self._hot_policy.victim(skip, fk)
             if victim is None or not self._demote_hot(victim):  # type: ignore[arg-type]
                 return None
 
@@ -1117,7 +1117,7 @@ class TieredStore:
             return False
         skip = self._skip_for("warm", fk)
         while self._warm_used + nbytes > self._warm_capacity:
-            victim = self._warm_policy.victim(skip)
+            victim = self._warm_policy.victim(skip, fk)
             if victim is None or not self._demote_warm(victim):  # type: ignore[arg-type]
                 return False
         return True
@@ -1148,7 +1148,7 @@ class TieredStore:
             return False
         skip = self._skip_for("cold", fk)
         while self._cold_used + cost > self._cold_budget:
-            victim = self._cold_policy.victim(skip)
+            victim = self._cold_policy.victim(skip, fk)
             if victim is None:
                 return False
             self._evict_cold(victim)  # type: ignore[arg-type]
@@ -1186,7 +1186,7 @@ class TieredStore:
         policy = {"hot": self._hot_policy, "warm": self._warm_policy, "cold": self._cold_policy}[tier]
         move_out = {"hot": self._demote_hot, "warm": self._demote_warm, "cold": self._evict_cold}[tier]
         while self._usage.bytes[tier][tenant] + nbytes > limit:
-            victim = policy.victim(lambda k: k == fk or k in self._pinned or self._tenant_of(k) != tenant)  # type: ignore[arg-type]
+            victim = policy.victim(lambda k: k == fk or k in self._pinned or self._tenant_of(k) != tenant, fk)  # type: ignore[arg-type]
             if victim is None or not move_out(victim):  # type: ignore[arg-type]
                 return False
         return True

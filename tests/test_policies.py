@@ -23,7 +23,7 @@ def _simulate(policy_name: str, seq: list[int], capacity: int) -> list[int]:
             policy.access(k)
             continue
         while len(cached) >= capacity:
-            v = policy.victim(lambda _k: False)
+            v = policy.victim(lambda _k: False, k)
             assert v in cached
             policy.evict(v)
             cached.discard(v)  # type: ignore[arg-type]
@@ -60,6 +60,119 @@ def _reference_lfu(seq: list[int], capacity: int) -> list[int]:
                 del freq[v], last[v]
             freq[k] = 1
         last[k] = t
+    return evicted
+
+
+def _reference_arc(seq: list[int], c: int) -> list[int]:
+    """ARC as printed in Megiddo and Modha (FAST'03), Figure 4: lists with the LRU end first."""
+    t1: list[int] = []
+    t2: list[int] = []
+    b1: list[int] = []
+    b2: list[int] = []
+    p = 0.0
+    evicted = []
+
+    def replace(x: int) -> None:
+        if t1 and ((x in b2 and len(t1) == p) or len(t1) > p):
+            b1.append(t1.pop(0))
+            evicted.append(b1[-1])
+        else:
+            b2.append(t2.pop(0))
+            evicted.append(b2[-1])
+
+    for x in seq:
+        if x in t1 or x in t2:  # case I
+            (t1 if x in t1 else t2).remove(x)
+            t2.append(x)
+        elif x in b1:  # case II
+            p = min(c, p + max(len(b2) / len(b1), 1))
+            replace(x)
+            b1.remove(x)
+            t2.append(x)
+        elif x in b2:  # case III
+            p = max(0, p - max(len(b1) / len(b2), 1))
+            replace(x)
+            b2.remove(x)
+            t2.append(x)
+        else:  # case IV
+            if len(t1) + len(b1) == c:
+                if len(t1) < c:
+                    b1.pop(0)
+                    replace(x)
+                else:
+                    evicted.append(t1.pop(0))
+            elif len(t1) + len(t2) + len(b1) + len(b2) >= c:
+                if len(t1) + len(t2) + len(b1) + len(b2) == 2 * c:
+                    b2.pop(0)
+                replace(x)
+            t1.append(x)
+    return evicted
+
+
+def _reference_s3fifo(seq: list[int], capacity: int) -> list[int]:
+    """S3-FIFO as memstore runs it (a small queue of a tenth of the keys, a main queue with up to three
+    reinsertions, a ghost queue as long as main), written with plain lists, oldest first."""
+    small: list[int] = []
+    main: list[int] = []
+    ghost: list[int] = []
+    freq: dict[int, int] = {}
+    evicted = []
+    for k in seq:
+        if k in freq:
+            freq[k] = min(freq[k] + 1, 3)
+            continue
+        while len(freq) >= capacity:
+            if small and (len(small) >= 0.1 * len(freq) or not main):
+                v = small.pop(0)
+                if freq[v] > 1:  # used while on probation: to main, with its count reset
+                    main.append(v)
+                    freq[v] = 0
+                    continue
+                ghost.append(v)
+                ghost = ghost[-max(len(main), 1) :]
+            else:
+                v = main.pop(0)
+                if freq[v] > 0:
+                    freq[v] -= 1
+                    main.append(v)
+                    continue
+            del freq[v]
+            evicted.append(v)
+        freq[k] = 0
+        if k in ghost:
+            ghost.remove(k)
+            main.append(k)
+        else:
+            small.append(k)
+    return evicted
+
+
+def _reference_prefix_slru(seq: list[int], capacity: int) -> list[int]:
+    """prefix-slru on flat keys (all leaves): probation and protected LRU lists and a probation ghost
+    list as long as the keys tracked; protected is evicted from while it holds more than half."""
+    probation: list[int] = []
+    protected: list[int] = []
+    ghost: list[int] = []
+    evicted = []
+    for k in seq:
+        if k in probation or k in protected:
+            (probation if k in probation else protected).remove(k)
+            protected.append(k)
+            continue
+        while len(probation) + len(protected) >= capacity:
+            tracked = len(probation) + len(protected)
+            segment = protected if len(protected) > 0.5 * tracked else probation
+            segment = segment or protected or probation  # the other one when it is empty
+            v = segment.pop(0)
+            if segment is probation:
+                ghost.append(v)
+                ghost = ghost[-max(tracked, 1) :]
+            evicted.append(v)
+        if k in ghost:
+            ghost.remove(k)
+            protected.append(k)
+        else:
+            probation.append(k)
     return evicted
 
 
@@ -119,6 +232,9 @@ def _reference_prefix_gd(seq: list[int], capacity: int) -> list[int]:
         ("lru", _reference_lru),
         ("lfu", _reference_lfu),
         ("prefix-lru", _reference_lru),
+        ("s3fifo", _reference_s3fifo),
+        ("arc", _reference_arc),
+        ("prefix-slru", _reference_prefix_slru),
         ("prefix-gd", _reference_prefix_gd),
     ],
 )
