@@ -23,6 +23,11 @@ SECONDS = float(os.environ.get("MEMSTORE_SOAK_SECONDS", "120"))
 pytestmark = pytest.mark.slow
 
 
+def _rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+
+
 def _traffic(sock: str, n: int, seed: int, stop: threading.Event, errors: list[str]) -> None:
     rng = random.Random(seed + n)
     blob = np.random.default_rng(seed + n).bytes(MiB)
@@ -59,6 +64,7 @@ def test_soak_for_leaks(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
     stop = threading.Event()
     errors: list[str] = []
     samples: list[tuple[float, int, int, int, int]] = []  # (t, rss, fds, threads, reader slots)
+    anon: list[int] = []  # the heap part of RSS (the rest is the LMDB map, the arena and libraries)
     try:
         wait_serving(sock)
         threads = [threading.Thread(target=_traffic, args=(sock, n, seed, stop, errors)) for n in range(4)]
@@ -78,6 +84,7 @@ def test_soak_for_leaks(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
                         readers,
                     )
                 )
+                anon.append(_rss_anon(proc.pid))
         stop.set()
         for t in threads:
             t.join(60)
@@ -93,7 +100,9 @@ def test_soak_for_leaks(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
     print(
         f"{SECONDS:.0f}s soak, {len(samples)} samples: RSS {rss[0] / MiB:.0f} -> {rss[-1] / MiB:.0f} MiB "
         f"(slope {slope:+.2f} MiB/min after warm-up), fds {[s[2] for s in warm][::5]}, "
-        f"threads {[s[3] for s in warm][::5]}, LMDB reader slots {[s[4] for s in warm][::5]}"
+        f"threads {[s[3] for s in warm][::5]}, LMDB reader slots {[s[4] for s in warm][::5]}; "
+        f"anonymous RSS after warm-up min {min(anon[len(anon) // 3 :]) / MiB:.0f} MiB, "
+        f"max {max(anon[len(anon) // 3 :]) / MiB:.0f} MiB, last {anon[-1] / MiB:.0f} MiB"
     )
     # Growth after warm-up stays under 2% of the warm RSS over the whole window: a leak of even one
     # small buffer per request would pass that within seconds.
