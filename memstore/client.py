@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -66,13 +66,18 @@ def _remote_error(exc: grpc.RpcError) -> RemoteError:
 # ---- messages shared by both clients -------------------------------------------------------------
 
 
-def _put_messages(ns: str, items: list[tuple[bytes, Any]]) -> Iterator[bytes]:
+_Item = tuple[bytes, Any, bytes | None]  # key, value, the key it extends in a prefix chain
+
+
+def _put_messages(ns: str, items: list[_Item]) -> Iterator[bytes]:
     """Encode a batch as PutChunk messages of about 1 MiB, the data appended without a message copy."""
 
     def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
-        for key, value in items:
+        for key, value, parent in items:
             raw, dtype, shape = value_to_raw(value)
             fields: dict[str, Any] = {"key": key, "size": len(raw)}
+            if parent:
+                fields["parent"] = parent
             if dtype is not None:
                 fields["array"] = pb.ArrayInfo(dtype=dtype, shape=shape or ())
             yield fields, raw
@@ -191,8 +196,13 @@ def _tls_credentials(ca: str | None, cert: str | None, key: str | None) -> Any:
     )
 
 
-def _items(items: Iterable[tuple[bytes, Any]] | Mapping[bytes, Any]) -> list[tuple[bytes, Any]]:
-    return list(items.items()) if isinstance(items, Mapping) else list(items)
+def _items(
+    items: Iterable[tuple[bytes, Any]] | Mapping[bytes, Any], parents: Sequence[bytes | None] | None
+) -> list[_Item]:
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    if parents is not None and len(parents) != len(pairs):
+        raise ValueError(f"{len(parents)} parents given for {len(pairs)} values")
+    return [(k, v, parents[i] if parents is not None else None) for i, (k, v) in enumerate(pairs)]
 
 
 def _backoff(attempt: int, base: float) -> float:
@@ -326,20 +336,20 @@ def _copy_into(value: Any, out: memoryview) -> int:
 class _LocalWrite:
     """One batched local put: reserve, write in place, commit; what got no room goes over gRPC."""
 
-    def __init__(self, items: list[tuple[bytes, Any]]):
+    def __init__(self, items: list[_Item]):
         self.items = items
-        self.raws = [value_to_raw(v) for _, v in items]
+        self.raws = [value_to_raw(v) for _, v, _ in items]
 
     def begin_request(self, ns: str) -> bytes:
         req = pb.LocalPutBeginRequest(namespace=ns)
-        for (key, _), (raw, dtype, shape) in zip(self.items, self.raws, strict=True):
-            item = req.items.add(key=key, size=len(raw))
+        for (key, _, parent), (raw, dtype, shape) in zip(self.items, self.raws, strict=True):
+            item = req.items.add(key=key, size=len(raw), parent=parent or b"")
             if dtype is not None:
                 item.array.dtype = dtype
                 item.array.shape.extend(shape or ())
         return req.SerializeToString()
 
-    def write(self, arena: LocalArena, raw_resp: bytes) -> tuple[bytes, list[tuple[bytes, Any]]]:
+    def write(self, arena: LocalArena, raw_resp: bytes) -> tuple[bytes, list[_Item]]:
         """Write the reserved values; returns the commit request and the items left for gRPC."""
         reserved = pb.LocalPutBeginResponse.FromString(raw_resp).reserved
         commit = pb.LocalPutCommitRequest()
@@ -584,9 +594,12 @@ class Client(_ClientBase):
         items: Iterable[tuple[bytes, Any]] | Mapping[bytes, Any],
         *,
         ns: str = "default",
+        parents: Sequence[bytes | None] | None = None,
         timeout: float | None = None,
     ) -> int:
-        batch = _items(items)
+        """Store values; ``parents`` names, per item, the key of the block it extends in a prefix chain
+        (or None), so prefix-aware eviction keeps a chain's head longer than its tail."""
+        batch = _items(items, parents)
         stored = 0
         arena = self._local_arena() if batch else None
         if arena is not None:
@@ -853,9 +866,12 @@ class AsyncClient(_ClientBase):
         items: Iterable[tuple[bytes, Any]] | Mapping[bytes, Any],
         *,
         ns: str = "default",
+        parents: Sequence[bytes | None] | None = None,
         timeout: float | None = None,
     ) -> int:
-        batch = _items(items)
+        """Store values; ``parents`` names, per item, the key of the block it extends in a prefix chain
+        (or None), so prefix-aware eviction keeps a chain's head longer than its tail."""
+        batch = _items(items, parents)
         stored = 0
         arena = await self._local_arena() if batch else None
         if arena is not None:

@@ -155,13 +155,16 @@ class KVCache:
     def put_blocks(
         self, tokens: Sequence[int] | np.ndarray, blocks: Sequence[np.ndarray] | np.ndarray, *, start: int = 0
     ) -> int:
-        """Store blocks ``start, start+1, ...`` of ``tokens``; returns how many were written."""
-        keys = self.keys(tokens)[start : start + len(blocks)]
+        """Store blocks ``start, start+1, ...`` of ``tokens``; returns how many were written. Each block
+        is stored with the key of the block before it as its parent, for prefix-aware eviction."""
+        chain = self.keys(tokens)
+        keys = chain[start : start + len(blocks)]
         if len(keys) < len(blocks):
             raise InvalidValueError(
                 f"{len(blocks)} blocks given, the tokens have {len(keys) + start} full blocks"
             )
-        return int(self.client.put_many(list(zip(keys, blocks, strict=False)), ns=self.ns))
+        parents = [chain[i - 1] if i else None for i in range(start, start + len(keys))]
+        return int(self.client.put_many(list(zip(keys, blocks, strict=False)), ns=self.ns, parents=parents))
 
     def get_blocks(
         self, tokens: Sequence[int] | np.ndarray, count: int | None = None

@@ -12,7 +12,8 @@ DEFAULTS: dict[str, object] = {
     "warm_bytes": 512 * MiB,
     # Cold tier: the LMDB map size, fixed when the store is first created.
     "cold_bytes": 4 * GiB,
-    # Eviction order used by every tier unless a namespace says otherwise.
+    # Eviction order of every tier. For KV blocks, prefix-gd or prefix-slru keep more prefixes (see
+    # README, "Eviction, admission, prefetch"); lru is the predictable default for mixed data.
     "policy": "lru",
     # Byte-plane zstd: about 1.45x on bf16 KV, falls back to zstd-1 for bytes.
     "warm_codec": "byteplane",

@@ -32,7 +32,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -164,6 +164,7 @@ class Reservation:
     header_len: int
     meta: RecordMeta
     expires: float
+    parent: bytes | None = None
 
     @property
     def payload_offset(self) -> int:
@@ -237,6 +238,8 @@ class TieredStore:
         for name, v in (("hot_bytes", hot_bytes), ("warm_bytes", warm_bytes), ("cold_bytes", cold_bytes)):
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int")
+        make_policy(policy)  # bad names fail here, before anything is created
+        make_admission(cold_admission)
         self.path = os.fspath(path)
         os.makedirs(self.path, exist_ok=True)
         self._lock = threading.RLock()
@@ -284,6 +287,7 @@ class TieredStore:
         self._warm_policy: EvictionPolicy = make_policy(policy)
         self._cold_policy: EvictionPolicy = make_policy(policy)
         self._pinned: set[bytes] = set()
+        self._parents: dict[bytes, bytes] = {}  # key -> the key it extends in a prefix chain, when told
         self._reservations: dict[int, Reservation] = {}
         self._prefetched: set[bytes] = set()  # promoted by a prefetch and not read since
         self._stats = {"hot": TierStats(), "warm": TierStats(), "cold": TierStats()}
@@ -348,7 +352,7 @@ class TieredStore:
             self._cold_index[fk] = entry
             self._cold_used += entry.cost
             if not ns.persistent:
-                self._cold_policy.insert(fk)
+                self._cold_policy.insert(fk, self._parents.get(fk))
 
     # ---- namespaces -----------------------------------------------------------------------------
 
@@ -414,11 +418,21 @@ class TieredStore:
         self.put_many([(key, value)], ns=ns)
 
     def put_many(
-        self, items: Iterable[tuple[bytes, Value]] | Mapping[bytes, Value], *, ns: str = "default"
+        self,
+        items: Iterable[tuple[bytes, Value]] | Mapping[bytes, Value],
+        *,
+        ns: str = "default",
+        parents: Sequence[bytes | None] | None = None,
     ) -> None:
-        """Store several values; for a persistent namespace all of them share one synced commit."""
+        """Store several values; for a persistent namespace all of them share one synced commit.
+
+        ``parents`` names, per item, the key (same namespace) of the block it extends in a prefix chain,
+        or None: prefix-aware eviction policies then evict a chain's tail before its parents.
+        """
         namespace = self._ns(ns)
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        if parents is not None and len(parents) != len(pairs):
+            raise InvalidValueError(f"{len(parents)} parents given for {len(pairs)} values")
         prepared = []
         for key, value in pairs:
             fk = namespace.prefix + _check_key(key)
@@ -426,8 +440,13 @@ class TieredStore:
             namespace.check_value(dtype, shape)
             meta = RecordMeta(RAW.id, len(raw), dtype, shape)
             prepared.append((fk, raw, meta))
+        parent_fks = [
+            namespace.prefix + _check_key(p) if p else None for p in (parents or [None] * len(pairs))
+        ]
         waits: list[tuple[bytes, Future[bool]]] = []
-        for fk, raw, meta in prepared:
+        for (fk, raw, meta), parent in zip(prepared, parent_fks, strict=True):
+            with self._lock:
+                self._set_parent(fk, parent)
             if namespace.persistent:
                 waits.append((fk, self._put_persistent(namespace, fk, raw, meta)))
             else:
@@ -478,6 +497,7 @@ class TieredStore:
             self._reconcile()
             existed = self._drop_upper(fk)
             fut = self._drop_cold(fk, durable=namespace.persistent)
+            self._parents.pop(fk, None)
             existed = existed or fut is not None
             if fut is None and namespace.persistent:
                 # The file may hold a value the index dropped (a put that failed after its commit):
@@ -592,6 +612,7 @@ class TieredStore:
             }
             for fk in keys:
                 self._drop_upper(fk)
+                self._parents.pop(fk, None)
                 fut = self._drop_cold(fk, durable=namespace.persistent)
                 if fut is not None:
                     futures.append((fk, fut))
@@ -765,6 +786,7 @@ class TieredStore:
         dtype: str | None = None,
         shape: tuple[int, ...] | None = None,
         lease: float = 30.0,
+        parent: bytes | None = None,
     ) -> Reservation | None:
         """Allocate arena space for a value another process on this host will write in place.
 
@@ -773,6 +795,7 @@ class TieredStore:
         """
         namespace = self._ns(ns)
         fk = namespace.prefix + _check_key(key)
+        parent_fk = namespace.prefix + _check_key(parent) if parent else None
         if not isinstance(nbytes, int) or nbytes < 0:
             raise InvalidValueError("the reserved size is a non-negative int")
         meta = RecordMeta(RAW.id, nbytes, dtype, tuple(shape) if shape is not None else None)
@@ -793,7 +816,7 @@ class TieredStore:
             slot, offset, alloc = got
             self._next_tag += 1
             r = Reservation(
-                self._next_tag, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease
+                self._next_tag, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease, parent_fk
             )
             self._reservations[r.token] = r
             return r
@@ -813,7 +836,8 @@ class TieredStore:
                 r.slot, r.offset, r.alloc, header, r.header_len + r.meta.raw_len, r.meta, clean=False
             )
             self._hot_index[r.fk] = entry
-            self._hot_policy.insert(r.fk)
+            self._set_parent(r.fk, r.parent)
+            self._hot_policy.insert(r.fk, r.parent)
         if stale is not None:
             self._wait([(r.fk, stale)], persistent=False)
 
@@ -1063,7 +1087,7 @@ class TieredStore:
         if entry is None:
             return False
         self._hot_index[fk] = entry
-        self._hot_policy.insert(fk)
+        self._hot_policy.insert(fk, self._parents.get(fk))
         return True
 
     def _in_hot_room(self, fk: bytes, nbytes: int, attempt: Callable[[], T | None]) -> T | None:
@@ -1107,7 +1131,7 @@ class TieredStore:
     def _insert_warm(self, fk: bytes, w: WarmEntry) -> None:
         self._warm_index[fk] = w
         self._warm_used += len(w.record)
-        self._warm_policy.insert(fk)
+        self._warm_policy.insert(fk, self._parents.get(fk))
         if not w.compressed and self._compactor is not None:
             self._compact_queue.append(fk)
             self._compact_cond.notify()
@@ -1126,6 +1150,7 @@ class TieredStore:
         w = self._warm_index[fk]
         if not w.clean and not self._admission.admit(fk):
             self._bump("not_admitted", tier="warm")
+            self._parents.pop(fk, None)  # the value leaves the store
         elif not w.clean:
             ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
             record = w.record
@@ -1154,9 +1179,16 @@ class TieredStore:
             self._evict_cold(victim)  # type: ignore[arg-type]
         return True
 
+    def _set_parent(self, fk: bytes, parent: bytes | None) -> None:
+        if parent is not None and parent != fk:
+            self._parents[fk] = parent
+        else:
+            self._parents.pop(fk, None)
+
     def _evict_cold(self, fk: bytes) -> bool:
         self._cold_policy.evict(fk)
         self._drop_cold(fk, durable=False)
+        self._parents.pop(fk, None)
         self._stats["cold"].evictions += 1
         return True
 
@@ -1232,7 +1264,7 @@ class TieredStore:
         self._cold_index[fk] = entry
         self._cold_used += entry.cost
         if not persistent:
-            self._cold_policy.insert(fk)
+            self._cold_policy.insert(fk, self._parents.get(fk))
         self._stats["cold"].raw_bytes += meta.raw_len
         return self._cold.submit_put(fk, record, durable=persistent, tag=entry.tag)
 

@@ -3,12 +3,14 @@ every eviction policy works inside the store."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import grpc
 import pytest
 
 from memstore import Client, PersistentFullError, RemoteError, TieredStore
+from memstore.hot import shm_dir
 from memstore.policy import POLICIES
 from memstore_server import create_server
 from tests.conftest import MiB, open_store
@@ -74,3 +76,11 @@ def test_every_policy_runs_the_store(tmp_path, policy, seed) -> None:  # type: i
         assert st["policy"] == policy
         assert st["hot"]["demotions"] > 0 and st["hot"]["bytes"] <= st["hot"]["capacity_bytes"]
         assert st["cold"]["bytes"] <= st["cold"]["capacity_bytes"]
+
+
+def test_unknown_policy_names_fail_before_anything_is_created(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    before = set(os.listdir(shm_dir()))
+    for bad in ({"policy": "nope"}, {"cold_admission": "nope"}):
+        with pytest.raises(ValueError, match="nope"):
+            open_store(str(tmp_path / "s"), **bad)
+    assert set(os.listdir(shm_dir())) <= before  # no arena left behind

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from memstore import Client, RemoteError, TieredStore
+from memstore.errors import InvalidValueError
 from memstore.kv import KVCache, KVIdentity, block_keys
 from memstore_server import create_server
 from tests.conftest import MiB
@@ -180,3 +181,44 @@ def test_two_identities_never_share_a_block(client, seed) -> None:  # type: igno
     assert a.lookup(tokens).blocks == 4
     assert b.lookup(tokens).blocks == 0
     assert b.get_blocks(tokens) == [None] * 4
+
+
+@pytest.mark.parametrize("local", ["never", "always"])
+@pytest.mark.parametrize("policy", ["lru", "prefix-lru", "prefix-gd"])
+def test_put_blocks_tell_the_store_each_block_s_parent(tmp_path, seed, local, policy) -> None:  # type: ignore[no-untyped-def]
+    """Through gRPC and the shared-memory path alike, a prefix-aware policy demotes a chain's tail and
+    keeps its head hot (so the next lookup still hits the prefix); LRU takes the head first."""
+    ident = KVIdentity(
+        model_id="m", num_layers=2, num_kv_heads=4, head_dim=64, kv_dtype="float16", block_tokens=64
+    )
+    store = TieredStore(
+        str(tmp_path / "s"),
+        hot_bytes=1 * MiB,
+        warm_bytes=8 * MiB,
+        cold_bytes=64 * MiB,
+        policy=policy,
+        prefault=False,
+    )
+    running = create_server(store, f"unix:{tmp_path}/m.sock")
+    try:
+        with Client(f"unix:{tmp_path}/m.sock", local=local) as c:
+            kv = KVCache(c, ident)
+            first, second = list(range(6 * 64)), list(range(10_000, 10_000 + 6 * 64))
+            blocks = _blocks(12, seed, ident)  # about 130 kB each: the hot tier holds about seven
+            kv.put_blocks(first, blocks[:3])
+            kv.put_blocks(first, blocks[3:6], start=3)  # the parent of block 3 comes from the first call
+            kv.put_blocks(second, blocks[6:])
+            tiers = store.tiers_of(kv.keys(first), ns=kv.ns)
+            with pytest.raises(ValueError):
+                c.put_many([(b"k", b"v")], parents=[None, None])  # one parent per value
+        with pytest.raises(InvalidValueError):
+            store.put_many([(b"k", b"v")], parents=[])
+        assert "hot" in tiers and tiers != ["hot"] * 6, tiers  # some of the first chain was demoted
+        if policy == "lru":
+            assert tiers[0] != "hot", tiers  # oldest first: the head goes
+        else:
+            head = tiers.index(next(t for t in tiers if t != "hot"))
+            assert tiers == ["hot"] * head + ["warm"] * (6 - head), tiers  # the tail went, the head stayed
+    finally:
+        running.stop(1)
+        store.close()

@@ -220,7 +220,7 @@ def test_async_client(server, seed, local) -> None:  # type: ignore[no-untyped-d
 
 
 def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
-    cmd, sock = serve_command(tmp_path, "--grace", "5")
+    cmd, sock = serve_command(tmp_path, "--grace", "5", "--policy", "prefix-gd")
     values = {b"v%d" % i: np.random.default_rng(seed + i).bytes(1 * MiB) for i in range(20)}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
@@ -231,7 +231,7 @@ def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ig
         assert proc.wait(30) == 0
         assert proc.stderr is not None
         log = proc.stderr.read()
-        assert "memstore serving on" in log and "hot_bytes=8388608" in log
+        assert "memstore serving on" in log and "hot_bytes=8388608" in log and "policy=prefix-gd" in log
     finally:
         if proc.poll() is None:
             proc.kill()

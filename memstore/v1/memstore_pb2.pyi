@@ -74,18 +74,20 @@ class ArrayInfo(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PutItem(_message.Message):
-    __slots__ = ("key", "size", "array", "offset", "length")
+    __slots__ = ("key", "size", "array", "offset", "length", "parent")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ARRAY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     size: int
     array: ArrayInfo
     offset: int
     length: int
-    def __init__(self, key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    parent: bytes
+    def __init__(self, key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., parent: _Optional[bytes] = ...) -> None: ...
 
 class PutChunk(_message.Message):
     __slots__ = ("namespace", "items", "data")

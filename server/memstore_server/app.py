@@ -132,6 +132,8 @@ def serve(config: ServerConfig) -> int:
         hot_bytes=config.hot_bytes,
         warm_bytes=config.warm_bytes,
         cold_bytes=config.cold_bytes,
+        policy=config.policy,
+        cold_admission=config.cold_admission,
         quotas=load_quotas(config.quotas, parse_size) if config.quotas else None,
     )
     try:

@@ -54,6 +54,13 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
         DEFAULTS["cold_bytes"],
         "cold tier: LMDB map size, fixed when the store is created",
     ),
+    (
+        "policy",
+        "str",
+        DEFAULTS["policy"],
+        "eviction policy of every tier: lru, lfu, s3fifo, arc, prefix-lru, prefix-slru or prefix-gd",
+    ),
+    ("cold_admission", "str", "all", "which demoted records are written to cold: all, or seen-twice"),
     ("workers", "int", 16, "threads serving calls"),
     ("max_concurrent_rpcs", "int", 64, "calls beyond this are refused with RESOURCE_EXHAUSTED"),
     ("grace", "float", 10.0, "seconds calls in flight get to finish on SIGTERM/SIGINT"),
@@ -75,6 +82,8 @@ class ServerConfig:
     hot_bytes: int = int(DEFAULTS["hot_bytes"])  # type: ignore[call-overload]
     warm_bytes: int = int(DEFAULTS["warm_bytes"])  # type: ignore[call-overload]
     cold_bytes: int = int(DEFAULTS["cold_bytes"])  # type: ignore[call-overload]
+    policy: str = str(DEFAULTS["policy"])
+    cold_admission: str = "all"
     workers: int = 16
     max_concurrent_rpcs: int = 64
     grace: float = 10.0

@@ -174,6 +174,7 @@ class StoreService(Servicer):
         namespace: str | None = None
         assembler = Assembler(self.max_value_bytes)
         batch: list[tuple[bytes, Any]] = []
+        parents: list[bytes | None] = []
         batch_bytes = stored = 0
         for raw in stream:
             self.check_deadline(context)
@@ -187,13 +188,14 @@ class StoreService(Servicer):
                 if value is None:
                     continue
                 batch.append((item.key, array_value(value, array) if array is not None else value))
+                parents.append(item.parent or None)
                 batch_bytes += len(value)
                 if batch_bytes >= _PUT_BATCH_BYTES:  # hand over in batches: bounded memory per call
-                    self.store.put_many(batch, ns=namespace)
-                    stored, batch, batch_bytes = stored + len(batch), [], 0
+                    self.store.put_many(batch, ns=namespace, parents=parents)
+                    stored, batch, parents, batch_bytes = stored + len(batch), [], [], 0
         assembler.finish()
         if batch:
-            self.store.put_many(batch, ns=namespace or "default")
+            self.store.put_many(batch, ns=namespace or "default", parents=parents)
             stored += len(batch)
         return pb.PutResponse(stored=stored).SerializeToString()
 
@@ -334,7 +336,13 @@ class StoreService(Servicer):
                     raise InvalidValueError(f"dtype {item.array.dtype!r} is not a plain numpy dtype string")
                 dtype, shape = item.array.dtype, tuple(item.array.shape)
             r = self.store.reserve_put(
-                item.key, item.size, ns=self._ns(req.namespace), dtype=dtype, shape=shape, lease=lease
+                item.key,
+                item.size,
+                ns=self._ns(req.namespace),
+                dtype=dtype,
+                shape=shape,
+                lease=lease,
+                parent=item.parent or None,
             )
             if r is None:
                 out.reserved.add(ok=False)
