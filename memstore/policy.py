@@ -363,6 +363,8 @@ class _PrefixTree:
             break
         for entry in held:
             heapq.heappush(self._heap, entry)
+        if found is None:  # every leaf skipped, or parents that writers named in a cycle: any key will do
+            found = next((k for k in self.ordered() if not skip(k)), None)
         return found
 
     def is_leaf(self, key: Hashable) -> bool:

@@ -355,3 +355,21 @@ def test_seen_twice_admission_writes_fewer_blocks(seed) -> None:  # type: ignore
     from memstore.admission import AdmitAll
 
     assert replay(trace, "lru", 30, admission=AdmitAll()).cold_writes > twice.cold_writes
+
+
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-slru", "prefix-gd"])
+def test_parents_named_in_a_cycle_do_not_jam_eviction(name) -> None:  # type: ignore[no-untyped-def]
+    """Parents come from clients: a cycle (b extends a, then a is put again extending b) must not leave
+    nothing to evict."""
+    policy = make_policy(name, 4)
+    policy.insert("a")
+    policy.insert("b", "a")
+    policy.insert("a", "b")
+    policy.insert("c", "b")
+    evicted = []
+    while len(policy):
+        v = policy.victim(lambda _k: False)
+        assert v is not None
+        policy.evict(v)
+        evicted.append(v)
+    assert sorted(evicted) == ["a", "b", "c"]
