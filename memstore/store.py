@@ -238,8 +238,12 @@ class TieredStore:
         for name, v in (("hot_bytes", hot_bytes), ("warm_bytes", warm_bytes), ("cold_bytes", cold_bytes)):
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int")
-        make_policy(policy)  # bad names fail here, before anything is created
-        make_admission(cold_admission)
+        # Policies first: a bad name fails here, before any file or arena is created.
+        self._policy_name = policy
+        self._admission = make_admission(cold_admission)
+        self._hot_policy: EvictionPolicy = make_policy(policy)
+        self._warm_policy: EvictionPolicy = make_policy(policy)
+        self._cold_policy: EvictionPolicy = make_policy(policy)
         self.path = os.fspath(path)
         os.makedirs(self.path, exist_ok=True)
         self._lock = threading.RLock()
@@ -281,11 +285,6 @@ class TieredStore:
         )
         self._warm_used = 0
         self._cold_used = 0
-        self._policy_name = policy
-        self._admission = make_admission(cold_admission)
-        self._hot_policy: EvictionPolicy = make_policy(policy)
-        self._warm_policy: EvictionPolicy = make_policy(policy)
-        self._cold_policy: EvictionPolicy = make_policy(policy)
         self._pinned: set[bytes] = set()
         self._parents: dict[bytes, bytes] = {}  # key -> the key it extends in a prefix chain, when told
         self._reservations: dict[int, Reservation] = {}
@@ -445,12 +444,10 @@ class TieredStore:
         ]
         waits: list[tuple[bytes, Future[bool]]] = []
         for (fk, raw, meta), parent in zip(prepared, parent_fks, strict=True):
-            with self._lock:
-                self._set_parent(fk, parent)
             if namespace.persistent:
-                waits.append((fk, self._put_persistent(namespace, fk, raw, meta)))
+                waits.append((fk, self._put_persistent(namespace, fk, raw, meta, parent)))
             else:
-                fut = self._put_cache(namespace, fk, raw, meta)
+                fut = self._put_cache(namespace, fk, raw, meta, parent)
                 if fut is not None:
                     waits.append((fk, fut))
         self._wait(waits, persistent=namespace.persistent)
@@ -861,13 +858,16 @@ class TieredStore:
 
     # ---- put paths ------------------------------------------------------------------------------
 
-    def _put_cache(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool] | None:
+    def _put_cache(
+        self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta, parent: bytes | None
+    ) -> Future[bool] | None:
         header = pack_header(meta, raw)
         record_len = len(header) + len(raw)
         with self._lock:
             self._check_open()
             self._reconcile()
             self._check_records(fk)
+            self._set_parent(fk, parent)
             self._admission.seen(fk)
             self._drop_upper(fk)
             stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash
@@ -885,13 +885,16 @@ class TieredStore:
                 )
         raise CapacityError(f"a value of {meta.raw_len} bytes fits in no tier (all full of pinned data?)")
 
-    def _put_persistent(self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta) -> Future[bool]:
+    def _put_persistent(
+        self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta, parent: bytes | None
+    ) -> Future[bool]:
         record = self._encode_for(ns.cold_codec, raw, meta)  # outside the lock: the slow part
         header = pack_header(meta, raw)
         with self._lock:
             self._check_open()
             self._reconcile()
             self._check_records(fk)
+            self._set_parent(fk, parent)
             old = self._cold_index.get(fk)
             if old is not None:  # the overwrite replaces it in place
                 self._cold_used -= old.cost
