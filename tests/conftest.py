@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -62,6 +65,29 @@ def wait_serving(target: str, timeout: float = 60) -> float:
                 pass
         time.sleep(0.02)
     raise TimeoutError(f"{target} did not answer health checks within {timeout}s")
+
+
+@contextlib.contextmanager
+def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Popen[Any]]:
+    """``memstore serve`` started from ``cmd`` and answering health checks at ``target``; killed on the
+    way out if the test has not stopped it (stderr goes nowhere unless ``popen`` says otherwise)."""
+    proc = subprocess.Popen(cmd, **{"stderr": subprocess.DEVNULL, **popen})
+    try:
+        wait_serving(target)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def rss_bytes(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> int:
+    """The sum of the named resident-set fields of /proc/PID/status, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        kb = {
+            name: rest.split()[0] for name, _, rest in (line.partition(":") for line in f) if name in fields
+        }
+    return sum(int(kb[name]) * 1024 for name in fields)
 
 
 def open_store(path: str, **kw: Any) -> TieredStore:

@@ -6,16 +6,11 @@ import os
 
 import numpy as np
 
-from tests.conftest import MiB, open_store
+from tests.conftest import MiB, open_store, rss_bytes
 
 
 def _rss_anon_shmem() -> int:
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            fields[name] = rest
-    return sum(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssShmem"))
+    return rss_bytes("self", ("RssAnon", "RssShmem"))
 
 
 def test_flood_stays_within_budgets(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]

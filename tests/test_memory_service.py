@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 
 import grpc
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore_server import create_server
-from tests.conftest import MiB, serve_command, wait_serving
+from tests.conftest import MiB, serve_command, served
 
 NS = ("user-1", "agent-a", "facts")
 
@@ -92,30 +91,20 @@ def test_async_memory(target) -> None:  # type: ignore[no-untyped-def]
 
 def test_acknowledged_records_survive_kill_9_of_the_server(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
     cmd, sock = serve_command(tmp_path, cold="128MiB")
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     acked = []
-    try:
-        wait_serving(sock)
+    with served(cmd, sock) as proc:
         with Client(sock) as c:
             for i in range(200):
                 c.memory.put(NS, f"k{i}", {"i": i}, text=f"note {i}")
                 acked.append(i)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    try:
-        wait_serving(sock)
+    with served(cmd, sock) as proc:
         with Client(sock) as c:
             got = c.memory.get_many([(NS, f"k{i}") for i in acked])
             assert all(r is not None and r.value == {"i": i} for r, i in zip(got, acked, strict=True))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from memstore import AsyncClient, Client, RemoteError, TieredStore
 from memstore.v1 import memstore_pb2 as pb
 from memstore_server import create_server
-from tests.conftest import MiB, serve_command, wait_serving
+from tests.conftest import MiB, serve_command, served, wait_serving
 
 METHODS = ["CreateNamespace", "Put", "Get", "Delete", "Exists", "Stats"]
 
@@ -222,9 +222,7 @@ def test_async_client(server, seed, local) -> None:  # type: ignore[no-untyped-d
 def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
     cmd, sock = serve_command(tmp_path, "--grace", "5", "--policy", "prefix-gd")
     values = {b"v%d" % i: np.random.default_rng(seed + i).bytes(1 * MiB) for i in range(20)}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_serving(sock)
+    with served(cmd, sock, stderr=subprocess.PIPE, text=True) as proc:
         with Client(sock) as c:
             c.put_many(values)  # 20 MiB: more than hot, so some of it lives in warm at shutdown
         proc.send_signal(signal.SIGTERM)
@@ -232,19 +230,11 @@ def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ig
         assert proc.stderr is not None
         log = proc.stderr.read()
         assert "memstore serving on" in log and "hot_bytes=8388608" in log and "policy=prefix-gd" in log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    try:
-        wait_serving(sock)
+    with served(cmd, sock) as proc:
         with Client(sock) as c:
             assert c.get_many(list(values)) == list(values.values())
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
@@ -292,14 +282,9 @@ def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[n
             proc.kill()
     assert len(acked) > 20
     assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}, failures
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    try:
-        wait_serving(sock)
+    with served(cmd, sock) as proc:
         with Client(sock, local="never") as c:
             keys = list(acked)
             assert c.get_many(keys, ns="p") == [acked[k] for k in keys]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()

@@ -16,16 +16,11 @@ import psutil
 import pytest
 
 from memstore import Client
-from tests.conftest import MiB, serve_command, wait_serving
+from tests.conftest import MiB, rss_bytes, serve_command, wait_serving
 
 SECONDS = float(os.environ.get("MEMSTORE_SOAK_SECONDS", "120"))
 
 pytestmark = pytest.mark.slow
-
-
-def _rss_anon(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
 
 
 def _traffic(sock: str, n: int, seed: int, stop: threading.Event, errors: list[str]) -> None:
@@ -84,7 +79,7 @@ def test_soak_for_leaks(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
                         readers,
                     )
                 )
-                anon.append(_rss_anon(proc.pid))
+                anon.append(rss_bytes(proc.pid))
         stop.set()
         for t in threads:
             t.join(60)
