@@ -8,8 +8,8 @@ this at start; client processes that move large values may call it too.
 
 Pooled memory is not given back, so the number of heaps matters: glibc gives each busy thread its own
 arena (up to 8 per core), and with 16 RPC threads each one kept its own freed request buffers. Two
-arenas bound that: in a 10 s flood of 1 MiB puts from 8 clients the server's RSS growth fell from 1.5x
-its budgets to 0.9x (tests/test_flood_service.py).
+arenas bound that: in a 10 s flood of 1 MiB puts from 8 clients into 80 MiB of budgets, the server's
+RSS growth fell from 1.5x its budgets to 0.9x (tests/test_flood_service.py, then with those budgets).
 """
 
 from __future__ import annotations

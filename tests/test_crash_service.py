@@ -101,8 +101,10 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
             for t in threads:
                 t.start()
             time.sleep(rng.uniform(0.3, 1.2))
-            dead = proc.pid
-            os.kill(dead, signal.SIGKILL)
+            with open(tmp_path / "data" / "hot.segment") as f:
+                dead_arena = os.path.join(shm_dir(), f.read().strip())  # named after the server's pid
+            assert os.path.exists(dead_arena)
+            os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
             for t in threads:
@@ -110,8 +112,9 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
                 assert not t.is_alive()
             proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
             restarts.append(wait_serving(sock))  # start never fails
-            # the dead server's shared-memory arena was reclaimed by the new one
-            assert not any(n.endswith(f"-{dead}") for n in os.listdir(shm_dir()) if n.startswith("memstore-"))
+            # the dead server's shared-memory arena was reclaimed by the new one (matched by its full name:
+            # another test's process may have had the same pid)
+            assert not os.path.exists(dead_arena)
             persistent, cache_hits = _check(sock, acked, cache_keys)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
