@@ -183,17 +183,22 @@ class _Lossy:
     lossless = False
 
     def encode(self, raw: memoryview, meta: RecordMeta) -> tuple[int, bytes | memoryview]:
-        if not quant.lossy_shape_ok(meta):
-            return BYTEPLANE.encode(raw, meta)
-        assert meta.dtype is not None and meta.shape is not None
-        return self.id, self._encode(quant.to_float32(raw, meta.dtype).reshape(meta.shape))
+        if quant.lossy_shape_ok(meta):
+            assert meta.dtype is not None and meta.shape is not None
+            x = quant.to_float32(raw, meta.dtype).reshape(meta.shape)
+            payload = self._encode(x) if np.isfinite(x).all() else None  # NaN would spoil a group's scale
+            if payload is not None:
+                return self.id, payload
+        return BYTEPLANE.encode(raw, meta)
 
-    def decode(self, payload: memoryview, meta: RecordMeta) -> bytearray:
+    def decode(self, payload: memoryview, meta: RecordMeta) -> memoryview:
         if meta.dtype not in quant.FLOAT_DTYPES or meta.shape is None:
             raise CorruptRecordError(f"{self.name} record without a float array description")
-        return bytearray(quant.from_float32(self._decode(payload, meta.shape), meta.dtype).tobytes())
+        out = np.ascontiguousarray(quant.from_float32(self._decode(payload, meta.shape), meta.dtype))
+        return out.data.cast("B")  # the array's own bytes, not a copy of them
 
-    def _encode(self, x: np.ndarray) -> bytes:
+    def _encode(self, x: np.ndarray) -> bytes | None:
+        """The payload, or None to store this value losslessly instead."""
         raise NotImplementedError
 
     def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
@@ -227,14 +232,63 @@ class Int4Codec(_Lossy):
         return quant.int4_decode(payload, shape)
 
 
+class EcqCodec(_Lossy):
+    """Uniform quantization with one step per tensor, entropy-coded (``memstore.quant``, ecq). Each
+    element is off by at most half a step, so the relative RMS error is about ``rel_step / sqrt(12)``
+    (4.3% at the default 0.15); the size follows the data, about 4.5 bits an element on MiniLM's K/V."""
+
+    id = 5
+    name = "ecq"
+    _HEAD = struct.Struct("<BBxxfI")  # version, symbol width in bytes, rel_step (for information), tensors
+    _SIZES = struct.Struct("<II")  # bytes of the side frame (row classes and offsets), of the symbols
+    _WIDTHS = {1: np.int8, 2: np.int16, 4: np.int32}
+
+    def __init__(self, rel_step: float = 0.15, level: int = 1) -> None:
+        if not 1e-3 <= rel_step <= 2.0:
+            raise ValueError("rel_step must be between 0.001 and 2")
+        self.rel_step, self.level = rel_step, level
+
+    def _encode(self, x: np.ndarray) -> bytes | None:
+        quantized = quant.ecq_quantize(x, self.rel_step)
+        if quantized is None:
+            return None
+        steps, classes, offsets, symbols = quantized
+        cctx = _cctx(self.level)
+        side = cctx.compress(classes.tobytes() + offsets.tobytes())
+        body = cctx.compress(symbols.tobytes())
+        head = self._HEAD.pack(1, symbols.itemsize, self.rel_step, steps.size)
+        return b"".join([head, steps.tobytes(), self._SIZES.pack(len(side), len(body)), side, body])
+
+    def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+        tensors, rows, tokens = quant.ecq_layout(shape)
+        n_rows = tensors * rows
+        fixed = self._HEAD.size + 4 * tensors + self._SIZES.size
+        if len(payload) < fixed:
+            raise CorruptRecordError("truncated ecq payload")
+        version, width, _, n_tensors = self._HEAD.unpack_from(payload)
+        if version != 1 or width not in self._WIDTHS or n_tensors != tensors:
+            raise CorruptRecordError("ecq payload does not match the value's shape")
+        steps = np.frombuffer(payload, np.float32, tensors, self._HEAD.size)
+        side_len, body_len = self._SIZES.unpack_from(payload, fixed - self._SIZES.size)
+        if len(payload) != fixed + side_len + body_len:
+            raise CorruptRecordError("ecq payload has the wrong length")
+        side = zstd_decompress_exact(payload[fixed : fixed + side_len], 5 * n_rows)
+        body = zstd_decompress_exact(payload[fixed + side_len :], n_rows * tokens * width)
+        classes = np.frombuffer(side, np.uint8, n_rows)
+        offsets = np.frombuffer(side, np.int32, n_rows, n_rows)
+        symbols = np.frombuffer(body, self._WIDTHS[width]).reshape(n_rows, tokens)
+        return quant.ecq_dequantize(shape, steps, classes, offsets, symbols)
+
+
 RAW = RawCodec()
 ZSTD = ZstdCodec(1)
 BYTEPLANE = BytePlaneCodec(1)
 
 INT8 = Int8Codec()
 INT4 = Int4Codec()
+ECQ = EcqCodec()
 
-CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE, INT8, INT4)}
+CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE, INT8, INT4, ECQ)}
 CODECS_BY_NAME: dict[str, Codec] = {c.name: c for c in CODECS.values()}
 
 

@@ -1,4 +1,4 @@
-"""Lossy KV codecs, opt-in per namespace and never a default: int8 per channel, int4 KIVI-style.
+"""Lossy KV codecs, opt-in per namespace and never a default: int8 per channel, int4 KIVI-style, ecq.
 
 Both read a value as KV: the last axis is channels (head_dim), the one before it tokens. A 5-D block
 (layers, 2, kv_heads, tokens, head_dim) has its keys at [:, 0] and values at [:, 1]; other arrays are
@@ -10,6 +10,9 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
 - int4 (KIVI, Liu et al. 2024): asymmetric 4-bit with a float16 scale and minimum per group; keys are
   grouped per channel along tokens (outliers live in channels), values per token along the channels of
   all heads. Groups of 64 tokens for keys and 128 channels for values: about 3.6x on bf16.
+- ecq: uniform quantization with one step per tensor (a fraction of its RMS), entropy-coded; each
+  element is within half a step. About 4.4 bits an element on MiniLM's K/V at the default step, with
+  about half of int4's attention-output error.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ def to_float32(raw: memoryview | bytes, dtype: str) -> np.ndarray:
 def from_float32(x: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "<u2":  # round to nearest even bf16
         u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+        bits = u >> 16  # one temporary, worked on in place: these arrays are large
+        bits &= 1
+        bits += 0x7FFF
+        bits += u
+        bits >>= 16
+        return bits.astype("<u2")
     return x.astype(dtype)
 
 
@@ -197,3 +205,89 @@ def attention_rel_error(q: np.ndarray, k: np.ndarray, v: np.ndarray, k2: np.ndar
         return out
 
     return rel_rms(attend(k, v), attend(k2, v2))
+
+
+# ---- ecq: uniform quantization, entropy-coded ------------------------------------------------------
+# For a given mean squared error, a uniform quantizer with one step for a whole tensor followed by an
+# entropy coder needs fewer bits than any fixed-width code (at high rate, reverse water-filling gives
+# every component the same distortion, step**2 / 12). Fixed-width int4 spends its 16 levels on each
+# group's range, outliers included; here the bits follow each channel's spread instead. The coder is zstd
+# over rows sorted by spread, so each of its blocks gets a Huffman table fitted to channels alike.
+
+
+def ecq_layout(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(tensors, rows per tensor, tokens): one step per leading index before (heads, tokens, dim)."""
+    tensors = int(np.prod(shape[:-3])) if len(shape) > 3 else 1
+    tokens = shape[-2]
+    return tensors, int(np.prod(shape)) // (tensors * tokens), tokens
+
+
+def _ecq_rows(x: np.ndarray) -> np.ndarray:
+    """(tensors, rows, tokens): each row is one channel of one head over the block's tokens."""
+    tensors, rows, tokens = ecq_layout(x.shape)
+    return np.moveaxis(x, -1, -2).reshape(tensors, rows, tokens)
+
+
+DELTA_CODED = 0x80  # class-byte flag: the row is stored as differences between successive tokens
+
+
+def _mean_squares(a: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.einsum("ij,ij->i", a, a) / a.shape[-1]
+    return out
+
+
+def ecq_quantize(
+    x: np.ndarray, rel_step: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Steps (one per tensor, ``rel_step`` times its RMS), row classes, row offsets (int32) and the
+    symbols, rows sorted by class, in the narrowest signed integer type that holds them; None where a
+    value lies so far out (2**23 steps) that the float32 arithmetic of decoding could not be exact.
+
+    A row is the quantized channel minus its rounded mean; where successive tokens are correlated
+    (46% of MiniLM's key rows have a lag-1 correlation above 0.5, 2% of its value rows), the row is stored as
+    differences between successive tokens, which have the smaller spread. Both are lossless on the
+    integers, so the error is the quantizer's alone: at most half a step per element. A row's class
+    byte holds that choice and the row's spread in quarter-octaves; rows are stored in class order, so
+    the differenced rows come last."""
+    x = x.astype(np.float32, copy=False)
+    rows = _ecq_rows(x)  # worked on in place below: it must not be the caller's array
+    if np.may_share_memory(rows, x):
+        rows = rows.copy()
+    _, n_rows, tokens = rows.shape
+    rms = np.sqrt(np.einsum("ijk,ijk->i", rows, rows, dtype=np.float64) / (n_rows * tokens))
+    steps = np.where(rms > 0, rel_step * rms, 1.0).astype(np.float32)
+    rows /= steps[:, None, None]
+    if max(float(rows.max()), -float(rows.min())) >= 2**23:
+        return None
+    s = np.rint(rows, out=rows).reshape(-1, tokens)
+    offsets = np.rint(s.mean(axis=-1))
+    residuals = np.subtract(s, offsets[:, None], out=s)
+    deltas = np.empty_like(residuals)
+    deltas[:, 0] = residuals[:, 0]
+    np.subtract(residuals[:, 1:], residuals[:, :-1], out=deltas[:, 1:])
+    plain_ms, delta_ms = _mean_squares(residuals), _mean_squares(deltas)
+    delta = delta_ms < plain_ms
+    np.copyto(deltas, residuals, where=~delta[:, None])  # now the coded rows
+    spread = np.sqrt(np.where(delta, delta_ms, plain_ms))
+    classes = np.clip(np.rint(4 * np.log2(1 + spread)), 0, DELTA_CODED - 1).astype(np.uint8)
+    classes |= np.where(delta, DELTA_CODED, 0).astype(np.uint8)
+    peak = max(float(deltas.max()), -float(deltas.min()))
+    width = np.int8 if peak <= 127 else np.int16 if peak <= 32767 else np.int32
+    symbols = deltas.astype(width)[np.argsort(classes, kind="stable")]
+    return steps, classes, offsets.astype(np.int32), symbols
+
+
+def ecq_dequantize(
+    shape: tuple[int, ...], steps: np.ndarray, classes: np.ndarray, offsets: np.ndarray, symbols: np.ndarray
+) -> np.ndarray:
+    _, rows, _ = ecq_layout(shape)
+    order = np.argsort(classes, kind="stable")
+    work = symbols.astype(np.float32)  # rows in class order; sums of integers below 2**24 stay exact
+    first_delta = len(order) - int(np.count_nonzero(classes & DELTA_CODED))
+    np.cumsum(work[first_delta:], axis=-1, out=work[first_delta:])
+    work += offsets[order].astype(np.float32)[:, None]
+    work *= np.repeat(steps, rows)[order][:, None]
+    out = np.empty_like(work)
+    out[order] = work
+    moved = (*shape[:-2], shape[-1], shape[-2])
+    return np.moveaxis(out.reshape(moved), -1, -2)
