@@ -299,6 +299,7 @@ class TieredStore:
 
         self._prefetcher = Prefetcher(self._prefetch_one)
         self._compact_queue: deque[bytes] = deque()
+        self._compacting = 0  # entries taken off the queue whose compression has not landed yet
         self._compact_cond = threading.Condition(self._lock)
         self._compactor: threading.Thread | None = None
         if background_compression:
@@ -643,7 +644,7 @@ class TieredStore:
         """Wait for background compression and queued cold writes to finish."""
         while True:
             with self._lock:
-                if not self._compact_queue:
+                if not self._compact_queue and not self._compacting:
                     break
             time.sleep(0.001)
         self._cold.flush()
@@ -1362,12 +1363,16 @@ class TieredStore:
                 if w is None or w.compressed:
                     continue
                 ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
+                self._compacting += 1  # flush() waits for this one too
+            record = None
             try:
                 _, payload = parse_record(w.record)
                 record = self._encode_for(ns.warm_codec, payload, w.meta)
             except CorruptRecordError:
-                continue  # the reader that finds it counts and removes it
-            with self._lock:
-                if self._warm_index.get(fk) is w:
-                    self._warm_index[fk] = WarmEntry(record, w.meta, w.clean, compressed=True)
-                    self._warm_used += len(record) - len(w.record)
+                pass  # the reader that finds it counts and removes it
+            finally:
+                with self._lock:
+                    self._compacting -= 1
+                    if record is not None and self._warm_index.get(fk) is w:
+                        self._warm_index[fk] = WarmEntry(record, w.meta, w.clean, compressed=True)
+                        self._warm_used += len(record) - len(w.record)

@@ -189,3 +189,27 @@ def test_a_lossy_namespace_serves_approximate_values_after_demotion(
         assert got.dtype == x.dtype and got.shape == x.shape
         assert 0 < quant.rel_rms(x.astype(np.float32), got.astype(np.float32)) < max_error
         assert s.stats()["warm"]["compression_ratio"] > min_ratio
+
+
+def test_flush_waits_for_a_compression_in_progress(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
+    """flush() returns only once values taken by the background compressor have landed compressed: the
+    queue empties as soon as the compressor takes its entry, well before the slow part is done."""
+    import threading
+    import time
+
+    x = np.random.default_rng(seed).standard_normal((2, 2, 4, 64, 32)).astype("<f2")
+    with open_store(str(tmp_path / "s"), hot_bytes=0, warm_bytes=4 * MiB) as s:
+        s.create_namespace("kvq", warm_codec="ecq", cold_codec="ecq")
+        encode, taken = s._encode_for, threading.Event()
+
+        def slow_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
+            taken.set()
+            time.sleep(0.3)  # a large block under a slow codec
+            return encode(*args, **kwargs)
+
+        s._encode_for = slow_encode  # type: ignore[method-assign]
+        s.put(b"block", x, ns="kvq")
+        assert taken.wait(10)
+        s.flush()
+        assert s.stats()["warm"]["compression_ratio"] > 3.0
+        assert quant.rel_rms(x.astype(np.float32), s.get(b"block", ns="kvq").astype(np.float32)) > 0
