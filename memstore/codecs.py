@@ -175,8 +175,8 @@ class BytePlaneCodec:
 
 
 class _Lossy:
-    """Shared frame of the lossy KV codecs (``memstore.quant``): anything that is not a float KV array
-    falls back to the lossless byte-plane codec."""
+    """Shared frame of the lossy KV codecs (``memstore.quant``): anything that is not a float KV array,
+    or holds a NaN or an infinity, falls back to the lossless byte-plane codec."""
 
     id = -1
     name = ""
@@ -235,7 +235,7 @@ class Int4Codec(_Lossy):
 class EcqCodec(_Lossy):
     """Uniform quantization with one step per tensor, entropy-coded (``memstore.quant``, ecq). Each
     element is off by at most half a step, so the relative RMS error is about ``rel_step / sqrt(12)``
-    (4.3% at the default 0.15); the size follows the data, about 4.5 bits an element on MiniLM's K/V."""
+    (4.3% at the default 0.15); the size follows the data, about 4.4 bits an element on MiniLM's K/V."""
 
     id = 5
     name = "ecq"

@@ -12,7 +12,7 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
   all heads. Groups of 64 tokens for keys and 128 channels for values: about 3.6x on bf16.
 - ecq: uniform quantization with one step per tensor (a fraction of its RMS), entropy-coded; each
   element is within half a step. About 4.4 bits an element on MiniLM's K/V at the default step, with
-  about half of int4's attention-output error.
+  under 60% of int4's attention-output error.
 """
 
 from __future__ import annotations
@@ -243,9 +243,9 @@ def ecq_quantize(
     symbols, rows sorted by class, in the narrowest signed integer type that holds them; None where a
     value lies so far out (2**23 steps) that the float32 arithmetic of decoding could not be exact.
 
-    A row is the quantized channel minus its rounded mean; where successive tokens are correlated
-    (46% of MiniLM's key rows have a lag-1 correlation above 0.5, 2% of its value rows), the row is stored as
-    differences between successive tokens, which have the smaller spread. Both are lossless on the
+    A row is the quantized channel minus its rounded mean; where successive tokens are correlated (46%
+    of MiniLM's key rows have a lag-1 correlation above 0.5, 2% of its value rows), the row is stored
+    as differences between successive tokens, which have the smaller spread. Both are lossless on the
     integers, so the error is the quantizer's alone: at most half a step per element. A row's class
     byte holds that choice and the row's spread in quarter-octaves; rows are stored in class order, so
     the differenced rows come last."""
