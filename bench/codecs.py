@@ -15,7 +15,7 @@ from tqdm import tqdm
 from bench.common import median, print_table, write_result
 from bench.kvdata import llama_kv, minilm_kv
 from memstore import quant
-from memstore.codecs import BYTEPLANE, ECQ, INT4, INT8, Codec, Int4Codec
+from memstore.codecs import BYTEPLANE, ECQ, FP8, INT4, INT8, Codec, Int4Codec
 from memstore.record import RecordMeta
 
 
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in [
             "memstore byteplane",
             "memstore int8",
+            "memstore fp8",
             "memstore int4",
             "memstore int4 g32",
             "memstore ecq",
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ours = {
             "memstore byteplane": BYTEPLANE,
             "memstore int8": INT8,
+            "memstore fp8": FP8,
             "memstore int4": INT4,
             "memstore int4 g32": Int4Codec(32, 32),  # KIVI's group size: less error, less ratio
             "memstore ecq": ECQ,
@@ -133,6 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zstd1_bf16_ratio": fig("minilm", "zstd-1", "ratio"),
         "int8_ratio": fig("minilm", "memstore int8", "ratio"),
         "int8_rel_rms": fig("minilm", "memstore int8", "rel_rms"),
+        "fp8_ratio": fig("minilm", "memstore fp8", "ratio"),
+        "fp8_rel_rms": fig("minilm", "memstore fp8", "rel_rms"),
         "int4_ratio": fig("minilm", "memstore int4", "ratio"),
         "int4_attn_rel_err": fig("minilm", "memstore int4", "attn_rel_err"),
         "int4_g32_ratio": fig("minilm", "memstore int4 g32", "ratio"),

@@ -216,6 +216,17 @@ class Int8Codec(_Lossy):
         return quant.int8_decode(payload, shape)
 
 
+class Fp8Codec(_Lossy):
+    id = 6
+    name = "fp8"
+
+    def _encode(self, x: np.ndarray) -> bytes:
+        return quant.fp8_encode(x)
+
+    def _decode(self, payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+        return quant.fp8_decode(payload, shape)
+
+
 class Int4Codec(_Lossy):
     """Group sizes are written into each record, so one decoder reads every choice of them."""
 
@@ -285,10 +296,11 @@ ZSTD = ZstdCodec(1)
 BYTEPLANE = BytePlaneCodec(1)
 
 INT8 = Int8Codec()
+FP8 = Fp8Codec()
 INT4 = Int4Codec()
 ECQ = EcqCodec()
 
-CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE, INT8, INT4, ECQ)}
+CODECS: dict[int, Codec] = {c.id: c for c in (RAW, ZSTD, BYTEPLANE, INT8, FP8, INT4, ECQ)}
 CODECS_BY_NAME: dict[str, Codec] = {c.name: c for c in CODECS.values()}
 
 

@@ -1,4 +1,4 @@
-"""Lossy KV codecs, opt-in per namespace and never a default: int8 per channel, int4 KIVI-style, ecq.
+"""Lossy KV codecs, opt-in per namespace and never a default: int8, fp8, int4 KIVI-style, ecq.
 
 Both read a value as KV: the last axis is channels (head_dim), the one before it tokens. A 5-D block
 (layers, 2, kv_heads, tokens, head_dim) has its keys at [:, 0] and values at [:, 1]; other arrays are
@@ -7,6 +7,8 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
 (the record then names the lossless codec). Decoding gives back the original dtype and shape.
 
 - int8: symmetric, one float16 scale per channel over a block's tokens. About 2x on bf16.
+- fp8: float8 e4m3 with a float32 scale per channel over a block's tokens. About 2x on bf16, with
+  more error than int8 on these K/V (2.6% RMS against 0.7%): 3 mantissa bits against 7.
 - int4 (KIVI, Liu et al. 2024): asymmetric 4-bit with a float16 scale and minimum per group; keys are
   grouped per channel along tokens (outliers live in channels), values per token along the channels of
   all heads. Groups of 64 tokens for keys and 128 channels for values: about 3.6x on bf16.
@@ -18,6 +20,7 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +88,37 @@ def int8_decode(payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
     )
     q = np.frombuffer(payload, dtype=np.int8, count=n, offset=_HEAD.size + n_scale).reshape(shape)
     return q.astype(np.float32) * scale.astype(np.float32)
+
+
+# ---- fp8 -------------------------------------------------------------------------------------------
+FP8_MAX = 448.0  # the largest finite float8 e4m3fn value; it has no infinity, and overflow gives NaN
+
+
+def _e4m3() -> Any:
+    import ml_dtypes  # numpy's float8 types (from the JAX project); only this codec needs them
+
+    return ml_dtypes.float8_e4m3fn
+
+
+def fp8_encode(x: np.ndarray) -> bytes:
+    """float8 e4m3 (as vLLM's fp8 KV cache stores it) with a float32 scale per channel per block, so
+    each channel's largest value maps to 448."""
+    amax = np.abs(x).max(axis=-2, keepdims=True)
+    scale = np.where(amax > 0, amax / FP8_MAX, 1.0).astype(np.float32)
+    q = np.clip(x / scale, -FP8_MAX, FP8_MAX).astype(_e4m3())
+    return _HEAD.pack(1, 0, 0, 0) + scale.tobytes() + q.tobytes()
+
+
+def fp8_decode(payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    scale_shape = (*shape[:-2], 1, shape[-1])
+    n_scale = int(np.prod(scale_shape))
+    n = int(np.prod(shape))
+    if len(payload) != _HEAD.size + 4 * n_scale + n:
+        raise CorruptRecordError("fp8 payload has the wrong length for its shape")
+    scale = np.frombuffer(payload, np.float32, n_scale, _HEAD.size).reshape(scale_shape)
+    q = np.frombuffer(payload, np.uint8, n, _HEAD.size + 4 * n_scale).view(_e4m3()).reshape(shape)
+    out: np.ndarray = q.astype(np.float32) * scale
+    return out
 
 
 # ---- int4 ------------------------------------------------------------------------------------------
