@@ -19,6 +19,7 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -100,6 +101,12 @@ def _e4m3() -> Any:
     return ml_dtypes.float8_e4m3fn
 
 
+@functools.cache
+def _fp8_values() -> np.ndarray:
+    values: np.ndarray = np.arange(256, dtype=np.uint8).view(_e4m3()).astype(np.float32)
+    return values
+
+
 def fp8_encode(x: np.ndarray) -> bytes:
     """float8 e4m3 (as vLLM's fp8 KV cache stores it) with a float32 scale per channel per block, so
     each channel's largest value maps to 448."""
@@ -116,8 +123,9 @@ def fp8_decode(payload: memoryview, shape: tuple[int, ...]) -> np.ndarray:
     if len(payload) != _HEAD.size + 4 * n_scale + n:
         raise CorruptRecordError("fp8 payload has the wrong length for its shape")
     scale = np.frombuffer(payload, np.float32, n_scale, _HEAD.size).reshape(scale_shape)
-    q = np.frombuffer(payload, np.uint8, n, _HEAD.size + 4 * n_scale).view(_e4m3()).reshape(shape)
-    out: np.ndarray = q.astype(np.float32) * scale
+    q = np.frombuffer(payload, np.uint8, n, _HEAD.size + 4 * n_scale).reshape(shape)
+    out: np.ndarray = _fp8_values()[q]  # a table of all 256 codes: faster than converting each one
+    out *= scale
     return out
 
 
