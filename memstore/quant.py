@@ -8,7 +8,7 @@ uint16 bits (``<u2``, as in memstore's KV namespaces); anything else is stored l
 
 - int8: symmetric, one float16 scale per channel over a block's tokens. About 2x on bf16.
 - fp8: float8 e4m3 with a float32 scale per channel over a block's tokens. About 2x on bf16, with
-  more error than int8 on these K/V (2.6% RMS against 0.7%): 3 mantissa bits against 7.
+  more error than int8 on these K/V (2.7% RMS against 0.7%): 3 mantissa bits against 7.
 - int4 (KIVI, Liu et al. 2024): asymmetric 4-bit with a float16 scale and minimum per group; keys are
   grouped per channel along tokens (outliers live in channels), values per token along the channels of
   all heads. Groups of 64 tokens for keys and 128 channels for values: about 3.6x on bf16.
