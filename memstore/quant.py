@@ -297,9 +297,11 @@ def ecq_quantize(
         rows = rows.copy()
     _, n_rows, tokens = rows.shape
     rms = np.sqrt(np.einsum("ijk,ijk->i", rows, rows, dtype=np.float64) / (n_rows * tokens))
-    steps = np.where(rms > 0, rel_step * rms, 1.0).astype(np.float32)
+    steps = (rel_step * rms).astype(np.float32)
+    steps[~(steps > 0)] = 1.0  # all zeros, or so small that the step underflowed
     rows /= steps[:, None, None]
-    if max(float(rows.max()), -float(rows.min())) >= 2**23:
+    reach = max(float(rows.max()), -float(rows.min()))
+    if not reach < 2**23:  # NaN compares false too
         return None
     s = np.rint(rows, out=rows).reshape(-1, tokens)
     offsets = np.rint(s.mean(axis=-1))

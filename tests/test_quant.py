@@ -109,7 +109,7 @@ def test_ecq_error_is_at_most_half_a_step(shape, dtype, seed) -> None:  # type: 
     rng = np.random.default_rng(seed)
     walk = np.cumsum(rng.standard_normal(shape), axis=-2)  # correlated along tokens
     outlier_channels = rng.standard_normal(shape) * np.where(rng.random(shape[-1]) < 0.1, 20.0, 1.0)
-    for raw in (walk, outlier_channels + 3.0):
+    for raw in (walk, outlier_channels + 3.0, np.zeros(shape)):
         block = quant.from_float32(raw.astype(np.float32), dtype)
         x = quant.to_float32(block.tobytes(), dtype).reshape(shape)
         y = quant.to_float32(_roundtrip(ECQ, block, dtype)[0].tobytes(), dtype).reshape(shape)
