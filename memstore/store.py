@@ -817,7 +817,14 @@ class TieredStore:
                 self._next_tag, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease, parent_fk
             )
             self._reservations[r.token] = r
+            self._account_reservation(r, held=True)
             return r
+
+    def _account_reservation(self, r: Reservation, *, held: bool) -> None:
+        """Reserved arena bytes count toward the tenant's hot bytes (and record limit) from the
+        reservation on, so uncommitted reservations cannot take more of the arena than its quota."""
+        change = self._usage.added if held else self._usage.removed
+        change("hot", self._tenant_of(r.fk), r.fk, r.header_len + r.meta.raw_len)
 
     def commit_put(self, token: int) -> None:
         """Publish a reserved value: checksum the bytes the writer left in the arena, then index them."""
@@ -826,6 +833,7 @@ class TieredStore:
             r = self._reservations.pop(token, None)
             if r is None:
                 raise InvalidValueError(f"no open reservation {token} (expired, committed or never made)")
+            self._account_reservation(r, held=False)  # the index counts it from here
             payload = self._hot.view[r.offset + r.header_len : r.offset + r.header_len + r.meta.raw_len]
             header = pack_header(r.meta, payload)
             self._drop_upper(r.fk)
@@ -843,6 +851,7 @@ class TieredStore:
         with self._lock:
             r = self._reservations.pop(token, None)
             if r is not None:
+                self._account_reservation(r, held=False)
                 self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
             return r is not None
 
@@ -850,6 +859,7 @@ class TieredStore:
         now = time.monotonic()
         for token in [t for t, r in self._reservations.items() if r.expires < now]:
             r = self._reservations.pop(token)
+            self._account_reservation(r, held=False)
             self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
             self._bump("expired_reservations")
 

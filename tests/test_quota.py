@@ -144,3 +144,28 @@ def test_quotas_file_is_validated(tmp_path) -> None:  # type: ignore[no-untyped-
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError):
             load_quotas(str(path), parse_size)
+
+
+def test_reservations_count_toward_the_hot_quota(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Arena space reserved for the shared-memory path counts from the reservation on: uncommitted
+    reservations cannot take more than the tenant's hot quota, a commit does not count twice, and an
+    abort gives the room back."""
+    quota = Quota(hot_bytes=256 * KiB)
+    store = open_store(str(tmp_path / "s"), hot_bytes=8 * MiB, quotas={"a": quota})
+    try:
+        store.create_namespace("t.a.x")
+        held = []
+        for i in range(8):  # 512 KiB asked against 256 KiB of quota, nothing committed
+            r = store.reserve_put(b"k%d" % i, 64 * KiB, ns="t.a.x")
+            if r is not None:
+                held.append(r)
+        assert 0 < len(held) < 8
+        used = store.stats()["tenants"]["a"]["hot_bytes"]
+        assert used <= quota.limit("hot")
+        store.commit_put(held[0].token)
+        assert store.stats()["tenants"]["a"]["hot_bytes"] == used
+        assert store.abort_put(held[1].token)
+        assert store.stats()["tenants"]["a"]["hot_bytes"] < used
+        assert store.reserve_put(b"again", 64 * KiB, ns="t.a.x") is not None  # the aborted room is back
+    finally:
+        store.close()
