@@ -608,6 +608,8 @@ class TieredStore:
                 for fk in index
                 if fk.startswith(prefix)
             }
+            for token in [t for t, r in self._reservations.items() if r.fk.startswith(prefix)]:
+                self.abort_put(token)  # a commit after this would index a key of no namespace
             for fk in keys:
                 self._drop_upper(fk)
                 self._parents.pop(fk, None)

@@ -10,7 +10,7 @@ import pytest
 
 from memstore import Client, TieredStore
 from memstore.client import RemoteCapacityError
-from memstore.errors import QuotaExceededError
+from memstore.errors import InvalidValueError, QuotaExceededError
 from memstore.quota import Quota
 from memstore_server import create_server
 from tests.conftest import MiB, open_store
@@ -167,5 +167,21 @@ def test_reservations_count_toward_the_hot_quota(tmp_path) -> None:  # type: ign
         assert store.abort_put(held[1].token)
         assert store.stats()["tenants"]["a"]["hot_bytes"] < used
         assert store.reserve_put(b"again", 64 * KiB, ns="t.a.x") is not None  # the aborted room is back
+    finally:
+        store.close()
+
+
+def test_deleting_a_namespace_cancels_its_open_reservations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = open_store(str(tmp_path / "s"), hot_bytes=1 * MiB, warm_bytes=1 * MiB)
+    try:
+        store.create_namespace("gone")
+        r = store.reserve_put(b"k", 64 * KiB, ns="gone")
+        assert r is not None
+        store.delete_namespace("gone")
+        with pytest.raises(InvalidValueError):
+            store.commit_put(r.token)
+        for i in range(40):  # enough to push everything out of hot and warm: no record of no namespace
+            store.put(b"f%d" % i, bytes(64 * KiB))
+        assert store.stats()["hot"]["items"] + store.stats()["warm"]["items"] > 0
     finally:
         store.close()
