@@ -808,6 +808,7 @@ class TieredStore:
             return None  # persistent data goes through put(): it is acknowledged after a synced commit
         with self._lock:
             self._check_open()
+            self._check_live(namespace)
             self._reap_reservations()
             self._check_records(fk)
             got = self._in_hot_room(fk, header_len + nbytes, lambda: self._hot.reserve(header_len + nbytes))
@@ -878,6 +879,7 @@ class TieredStore:
         record_len = len(header) + len(raw)
         with self._lock:
             self._check_open()
+            self._check_live(ns)
             self._reconcile()
             self._check_records(fk)
             self._set_parent(fk, parent)
@@ -905,6 +907,7 @@ class TieredStore:
         header = pack_header(meta, raw)
         with self._lock:
             self._check_open()
+            self._check_live(ns)
             self._reconcile()
             self._check_records(fk)
             self._set_parent(fk, parent)
@@ -1360,6 +1363,11 @@ class TieredStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the store is closed")
+
+    def _check_live(self, ns: Namespace) -> None:
+        """Writers look their namespace up before taking the lock; one deleted meanwhile takes no write."""
+        if self._ns_by_prefix.get(ns.prefix) is not ns:
+            raise UnknownNamespaceError(f"namespace {ns.name!r} was deleted while this write waited")
 
     # ---- background compression ------------------------------------------------------------------
 

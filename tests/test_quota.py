@@ -1,4 +1,5 @@
-"""Per-tenant quotas: byte limits per tier, record limits, reserved shares, and the status over gRPC."""
+"""Per-tenant quotas: byte limits per tier, record limits, reserved shares, the status over gRPC, and
+namespace deletes racing writers and shared-memory reservations."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 
 from memstore import Client, TieredStore
 from memstore.client import RemoteCapacityError
-from memstore.errors import InvalidValueError, QuotaExceededError
+from memstore.errors import InvalidValueError, QuotaExceededError, UnknownNamespaceError
 from memstore.quota import Quota
+from memstore.record import RecordMeta
 from memstore_server import create_server
 from tests.conftest import MiB, open_store
 
@@ -183,5 +185,26 @@ def test_deleting_a_namespace_cancels_its_open_reservations(tmp_path) -> None:  
         for i in range(40):  # enough to push everything out of hot and warm: no record of no namespace
             store.put(b"f%d" % i, bytes(64 * KiB))
         assert store.stats()["hot"]["items"] + store.stats()["warm"]["items"] > 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("durability", ["cache", "persistent"])
+def test_a_writer_that_raced_a_namespace_delete_is_refused(tmp_path, durability) -> None:  # type: ignore[no-untyped-def]
+    """Writers look their namespace up before taking the store's lock: one deleted (even recreated)
+    in between is refused under the lock, so no record of a dead namespace is ever indexed."""
+    store = open_store(str(tmp_path / "s"))
+    try:
+        store.create_namespace("x", durability=durability)
+        looked_up = store._ns("x")  # what a put holds between its lookup and the lock
+        store.delete_namespace("x")
+        store.create_namespace("x", durability=durability)
+        raw = memoryview(b"v" * 100)
+        meta = RecordMeta(0, 100)
+        put = store._put_persistent if durability == "persistent" else store._put_cache
+        with pytest.raises(UnknownNamespaceError):  # NOT_FOUND over gRPC
+            put(looked_up, looked_up.prefix + b"k", raw, meta, None)
+        store.put(b"k", b"fresh", ns="x")  # the live namespace takes writes
+        assert store.get(b"k", ns="x") == b"fresh"
     finally:
         store.close()
