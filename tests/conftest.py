@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from memstore import TieredStore
+from memstore.hot import shm_dir
 
 MiB = 1 << 20
 
@@ -88,6 +89,13 @@ def rss_bytes(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -
             name: rest.split()[0] for name, _, rest in (line.partition(":") for line in f) if name in fields
         }
     return sum(int(kb[name]) * 1024 for name in fields)
+
+
+def arena_of(data_dir: object) -> str:
+    """The path of the shared-memory arena the store at data_dir last created (named in its owner file,
+    after the creating process's pid); a kill leaves it behind until the next open reclaims it."""
+    with open(os.path.join(str(data_dir), "hot.segment")) as f:
+        return os.path.join(shm_dir(), f.read().strip())
 
 
 def open_store(path: str, **kw: Any) -> TieredStore:

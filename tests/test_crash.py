@@ -9,8 +9,7 @@ import subprocess
 import sys
 import time
 
-from memstore.hot import shm_dir
-from tests.conftest import open_store
+from tests.conftest import arena_of, open_store
 from tests.crash_writer import value_for
 
 ROUNDS = int(os.environ.get("MEMSTORE_CRASH_ROUNDS", "5"))
@@ -42,8 +41,7 @@ def test_kill9_loses_no_acknowledged_persistent_write(tmp_path, seed) -> None:  
             parts = line.split()
             if parts and parts[0] == "ack":
                 acked.update(range(int(parts[1]), int(parts[2])))
-        with open(os.path.join(path, "hot.segment")) as f:  # the dead child's arena, by its full name
-            dead_arena = os.path.join(shm_dir(), f.read().strip())
+        dead_arena = arena_of(path)  # the dead child's arena, by its full name
         assert os.path.exists(dead_arena)  # a kill leaves it behind; the next open reclaims it
         t0 = time.monotonic()
         with open_store(path, hot_bytes=256 << 10, warm_bytes=256 << 10) as s:

@@ -14,8 +14,7 @@ import threading
 import time
 
 from memstore import Client, RemoteError
-from memstore.hot import shm_dir
-from tests.conftest import serve_command, wait_serving
+from tests.conftest import arena_of, serve_command, wait_serving
 from tests.crash_writer import value_for
 
 ROUNDS = int(os.environ.get("MEMSTORE_SERVICE_CRASH_ROUNDS", "20"))
@@ -101,8 +100,7 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
             for t in threads:
                 t.start()
             time.sleep(rng.uniform(0.3, 1.2))
-            with open(tmp_path / "data" / "hot.segment") as f:
-                dead_arena = os.path.join(shm_dir(), f.read().strip())  # named after the server's pid
+            dead_arena = arena_of(tmp_path / "data")  # named after the server's pid
             assert os.path.exists(dead_arena)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
