@@ -34,25 +34,23 @@ def _when(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
 
 
+def _fields(rec: MemoryRecord) -> dict[str, Any]:
+    """What an Item and a SearchItem share."""
+    return {
+        "namespace": rec.namespace,
+        "key": rec.key,
+        "value": rec.value,
+        "created_at": _when(rec.created_at),
+        "updated_at": _when(rec.updated_at),
+    }
+
+
 def _item(rec: MemoryRecord) -> Item:
-    return Item(
-        value=rec.value,
-        key=rec.key,
-        namespace=rec.namespace,
-        created_at=_when(rec.created_at),
-        updated_at=_when(rec.updated_at),
-    )
+    return Item(**_fields(rec))
 
 
 def _search_item(rec: MemoryRecord) -> SearchItem:
-    return SearchItem(
-        namespace=rec.namespace,
-        key=rec.key,
-        value=rec.value,
-        created_at=_when(rec.created_at),
-        updated_at=_when(rec.updated_at),
-        score=rec.score,
-    )
+    return SearchItem(**_fields(rec), score=rec.score)
 
 
 def _matches_path(ns: tuple[str, ...], path: tuple[str, ...], suffix: bool) -> bool:
