@@ -82,13 +82,18 @@ def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Pop
             proc.wait()
 
 
-def rss_bytes(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> int:
-    """The sum of the named resident-set fields of /proc/PID/status, in bytes."""
+def rss_parts(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> dict[str, int]:
+    """The named resident-set fields of /proc/PID/status, in bytes, from one read of the file."""
     with open(f"/proc/{pid}/status") as f:
         kb = {
             name: rest.split()[0] for name, _, rest in (line.partition(":") for line in f) if name in fields
         }
-    return sum(int(kb[name]) * 1024 for name in fields)
+    return {name: int(kb[name]) * 1024 for name in fields}
+
+
+def rss_bytes(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> int:
+    """The sum of the named resident-set fields of /proc/PID/status, in bytes."""
+    return sum(rss_parts(pid, fields).values())
 
 
 def arena_of(data_dir: object) -> str:

@@ -22,7 +22,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memstore import Client, RemoteError
-from tests.conftest import MiB, rss_bytes, serve_command, wait_serving
+from tests.conftest import MiB, rss_parts, serve_command, wait_serving
 
 SECONDS = float(os.environ.get("MEMSTORE_FLOOD_SECONDS", "30"))
 HOT, WARM, COLD = 32 * MiB, 32 * MiB, 512 * MiB
@@ -62,7 +62,7 @@ def test_flood_of_many_clients_against_the_server(tmp_path, seed) -> None:  # ty
         for t in warm_up:
             t.join(60)
         baseline = server.memory_info().rss
-        base_parts = {f: rss_bytes(proc.pid, (f,)) for f in FIELDS}
+        base_parts = rss_parts(proc.pid, FIELDS)
 
         def flood(n: int) -> None:
             persistent = n < PERSISTENT_CLIENTS
@@ -99,8 +99,8 @@ def test_flood_of_many_clients_against_the_server(tmp_path, seed) -> None:  # ty
                 stub = health_pb2_grpc.HealthStub(ch)
                 while not stop.is_set():
                     peak = max(peak, server.memory_info().rss)
-                    for f in FIELDS:
-                        peak_parts[f] = max(peak_parts[f], rss_bytes(proc.pid, (f,)))
+                    for f, now in rss_parts(proc.pid, FIELDS).items():
+                        peak_parts[f] = max(peak_parts[f], now)
                     try:
                         answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
                         if answer.status != health_pb2.HealthCheckResponse.SERVING:
