@@ -346,6 +346,20 @@ def test_opt_bounds_every_online_policy(seed) -> None:  # type: ignore[no-untype
         assert replay(trace, name, 40).block_hits <= opt, name
 
 
+@pytest.mark.parametrize("name", ["lru", "opt"])
+def test_prefix_hit_tokens_weigh_each_block_by_what_it_covers(name: str) -> None:
+    # 1200 tokens: blocks of 512, 512 and 176. The second request hits its first two blocks, then
+    # misses: 1024 of 2400 tokens.
+    partial = [Request(0, 1200, (1, 2, 3)), Request(1, 1200, (1, 2, 4))]
+    r = replay(partial, name, 10)
+    assert (r.prefix_tokens, r.total_tokens) == (1024, 2400)
+    # With the partial last blocks left out of the trace (only full blocks cached), the second request
+    # hits both its blocks: its 176 trailing tokens are still recomputed, not credited to block 2.
+    full = [Request(0, 1200, (1, 2)), Request(1, 1200, (1, 2))]
+    r = replay(full, name, 10)
+    assert (r.prefix_tokens, r.total_tokens) == (1024, 2400)
+
+
 def test_seen_twice_admission_writes_fewer_blocks(seed) -> None:  # type: ignore[no-untyped-def]
     trace = _tree_trace(random.Random(seed), 400)
     every = replay(trace, "lru", 30, admission=None)
