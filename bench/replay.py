@@ -11,14 +11,22 @@ do. Cold writes are counted for every block evicted from the cache, with each ad
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from bench.common import print_table, write_result
+from bench.replay_bounds import (
+    OracleAdmission,
+    class_ttl_bound,
+    conversation_stats,
+    future_accesses,
+    request_classes,
+)
 from memstore.admission import AdmitAll, SeenTwice
-from memstore.policy import POLICIES, PrefixGreedyDual
+from memstore.policy import POLICIES, PrefixGreedyDual, make_policy
 from memstore.replay import Request, load_trace, replay
 
 DEFAULT_TRACE = (
@@ -38,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _full_blocks(trace: list[Request], block_tokens: int) -> list[Request]:
     return [
-        r if r.input_length % block_tokens == 0 else Request(r.timestamp, r.input_length, r.hash_ids[:-1])
+        r if r.input_length % block_tokens == 0 else dataclasses.replace(r, hash_ids=r.hash_ids[:-1])
         for r in trace
     ]
 
@@ -85,6 +93,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     summary: dict[str, Any] = {f"{r['policy']}@{r['capacity']:g}": r["prefix_hit_ratio"] for r in rows}
     summary["prefix_gd_history_sweep"] = _history_sweep(cached, distinct, fractions, args.block_tokens)
+    summary["bounds"] = _bounds(cached, distinct, fractions, args.block_tokens)
+    summary["trace_stats"] = stats = conversation_stats(trace)
+    print(
+        f"{stats['conversations']} conversations, {stats['single_turn']} of one turn; "
+        f"{stats['blocks_reused']} of {stats['distinct_blocks']} blocks used more than once; "
+        "first turns followed by another, by log2(1 + blocks): "
+        + ", ".join(f"{b}: {share:.2f}" for b, (_, share) in stats["first_turn_followed_by_length"].items())
+    )
     online = [p for p in policies if p != "opt"]
     summary["best_policy"] = max(online, key=lambda p: sum(summary[f"{p}@{f:g}"] for f in fractions))
     summary["trace"] = Path(args.trace).name
@@ -99,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         json_path=args.json,
         config={"quick": args.quick, "block_tokens": args.block_tokens, "capacity": fractions},
     )
-    _plot(rows, fractions, path.with_suffix(".png"))
+    _plot(rows, summary["bounds"], fractions, path.with_suffix(".png"))
     print(f"best online policy: {summary['best_policy']}; wrote {path} and {path.with_suffix('.png')}")
     return summary
 
@@ -131,7 +147,37 @@ def _history_sweep(
     return sweep
 
 
-def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
+def _bounds(
+    trace: list[Request], distinct: int, fractions: list[float], block_tokens: int
+) -> dict[str, float]:
+    """How far better admission could go (see ``bench/replay_bounds.py``): prefix-gd and LRU told
+    which blocks never come back, and the class-TTL model."""
+    caps = [max(1, int(distinct * f)) for f in fractions]
+    bounds: dict[str, float] = {}
+    for name in ("lru", "prefix-gd"):
+        for frac, cap in zip(fractions, caps, strict=True):
+            r = replay(
+                trace,
+                name,
+                cap,
+                block_tokens=block_tokens,
+                make=lambda c, n=name: OracleAdmission(make_policy(n, c), future_accesses(trace)),
+            )
+            bounds[f"{name}+oracle-admission@{frac:g}"] = r.prefix_hit_ratio
+    ttl = class_ttl_bound(trace, request_classes(trace), caps, block_tokens)
+    bounds.update({f"class-ttl@{f:g}": x for f, x in zip(fractions, ttl, strict=True)})
+    print("bounds: online policies told which blocks come back (oracle admission), and the class-TTL model:")
+    print_table(
+        [
+            {"bound": b, **{f"prefix_hit@{f:g}": bounds[f"{b}@{f:g}"] for f in fractions}}
+            for b in ("lru+oracle-admission", "prefix-gd+oracle-admission", "class-ttl")
+        ],
+        ["bound", *(f"prefix_hit@{f:g}" for f in fractions)],
+    )
+    return bounds
+
+
+def _plot(rows: list[dict[str, Any]], bounds: dict[str, float], fractions: list[float], out: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,9 +196,18 @@ def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
             label=policy,
             linestyle="--" if policy == "opt" else "-",
         )
+    for bound in dict.fromkeys(k.split("@")[0] for k in bounds):
+        ax.plot(
+            [100 * f for f in fractions],
+            [100 * bounds[f"{bound}@{f:g}"] for f in fractions],
+            marker="x",
+            linestyle=":",
+            label=f"{bound} (bound)",
+        )
     ax.set_xlabel("cache capacity (% of distinct blocks)")
     ax.set_ylabel("token prefix hit ratio (%)")
     ax.set_xscale("log")
+    ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

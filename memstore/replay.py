@@ -27,6 +27,7 @@ class Request:
     timestamp: float
     input_length: int
     hash_ids: tuple[int, ...]
+    output_length: int = 0
 
 
 def load_trace(path: str) -> list[Request]:
@@ -35,7 +36,14 @@ def load_trace(path: str) -> list[Request]:
         for line in f:
             if line.strip():
                 r = json.loads(line)
-                out.append(Request(float(r["timestamp"]), int(r["input_length"]), tuple(r["hash_ids"])))
+                out.append(
+                    Request(
+                        float(r["timestamp"]),
+                        int(r["input_length"]),
+                        tuple(r["hash_ids"]),
+                        int(r.get("output_length", 0)),
+                    )
+                )
     return out
 
 
