@@ -447,6 +447,5 @@ def test_conversation_stats_by_hand() -> None:
     stats = conversation_stats(_ttl_trace())
     assert (stats["conversations"], stats["single_turn"]) == (2, 1)
     assert (stats["blocks_reused"], stats["distinct_blocks"]) == (3, 6)  # blocks 0, 1, 2 of 0, 1, 2, 3, 5, 6
-    assert stats["first_turn_followed_by_length"] == {
-        "2": [2, 0.5]
-    }  # 2 first turns, 1 goes on
+    # two first turns, both of 3 blocks (log2 bucket 2); one of them goes on
+    assert stats["first_turn_followed_by_length"] == {"2": [2, 0.5]}
