@@ -1,0 +1,74 @@
+"""`python bench/run.py replay` end to end on a small Mooncake-format trace: the JSON holds what the
+replay benchmark promises (every policy and OPT at every capacity, best_policy, the bounds) and the
+PNG is drawn."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write_trace(path: Path, rng: random.Random) -> None:
+    """Conversations over a shared first block: each turn repeats the last one's prompt and adds to it."""
+    conversations: list[list[int]] = []
+    next_id = 1
+    lines = []
+    for i in range(600):
+        if conversations and rng.random() < 0.5:
+            chain = rng.choice(conversations)
+        else:
+            chain = [0]
+            conversations.append(chain)
+        new = rng.randrange(1, 4)
+        chain.extend(range(next_id, next_id + new))
+        next_id += new
+        tokens = 512 * (len(chain) - 1) + rng.randrange(1, 513)  # the last block is partial
+        lines.append(
+            {
+                "timestamp": i * 500,
+                "input_length": tokens,
+                "output_length": rng.randrange(1, 800),
+                "hash_ids": list(chain),
+            }
+        )
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    _write_trace(trace, random.Random(7))
+    out = tmp_path / "replay.json"
+    args = ["replay", "--trace", str(trace), "--capacity", "0.05,0.2", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, "bench/run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    summary = doc["summary"]
+    from memstore.policy import POLICIES
+
+    for frac in ("0.05", "0.2"):
+        for policy in [*POLICIES, "opt"]:
+            assert 0 <= summary[f"{policy}@{frac}"] <= 1
+        for bound in ("lru+oracle-admission", "prefix-gd+oracle-admission", "class-ttl"):
+            assert 0 <= summary["bounds"][f"{bound}@{frac}"] <= 1
+    assert summary["best_policy"] in POLICIES
+    assert summary["requests"] == 600
+    # OPT maximises block hits: no policy gets more at the same capacity
+    for frac in (0.05, 0.2):
+        rows = [r for r in doc["rows"] if r["capacity"] == frac]
+        opt = next(r["block_hit_ratio"] for r in rows if r["policy"] == "opt")
+        assert all(r["block_hit_ratio"] <= opt + 1e-12 for r in rows)
+    # a bigger cache never hits less under OPT
+    assert summary["opt@0.2"] >= summary["opt@0.05"]
+    assert {"commit", "machine", "date"} <= doc.keys()
+    assert out.with_suffix(".png").stat().st_size > 10_000
