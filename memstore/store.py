@@ -953,6 +953,11 @@ class TieredStore:
     def _encode_for(self, codec_name: str, raw: memoryview, meta: RecordMeta) -> bytes:
         codec: Codec = codec_named(codec_name)
         codec_id, payload = codec.encode(raw, meta)
+        if len(payload) >= len(raw):
+            # Incompressible (random bytes, or values too small for a frame): a codec's frame would
+            # make the record larger than the value, and a warm record swapped in by the compactor
+            # would push warm past its budget. Keep the value as it is.
+            codec_id, payload = RAW.id, raw
         return encode_record(meta.with_codec(codec_id), payload)
 
     # ---- get path -------------------------------------------------------------------------------
