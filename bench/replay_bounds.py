@@ -8,7 +8,10 @@
   when a request is done (its conversation depth, its length, its output length); each class keeps
   its requests' blocks for the time that is best for it, with a fraction of a class admitted where
   that helps. The classes' return statistics are taken from the whole trace in advance, which no
-  online policy has, so this overstates what such a policy can learn. A request's value is the
+  online policy has, so this overstates what such a policy can learn. Any policy that decides from a
+  request's class and the time since its last use only chooses, per class, when to give the blocks up
+  (or a random mix of such times), and capacity here is an average over the trace rather than a limit
+  at every instant: within this model such policies do no better. A request's value is the
   tokens its conversation's next request shares with it, if that request comes within the time; its
   cost is its full blocks times the time they are held. The shared first block (held by every
   policy) is added as it is.
