@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -83,6 +84,18 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: JSON has no such numbers (json.dumps would write
+    ``NaN``, which other readers refuse). A figure a run could not measure is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_result(
     name: str,
     rows: list[dict[str, Any]],
@@ -104,7 +117,7 @@ def write_result(
     }
     path = Path(json_path) if json_path else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.write_text(json.dumps(strict_json(doc), indent=2, allow_nan=False) + "\n")
     return path
 
 

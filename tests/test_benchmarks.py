@@ -1,6 +1,7 @@
-"""`python bench/run.py replay` end to end on a small Mooncake-format trace: the JSON holds what the
-replay benchmark promises (every policy and OPT at every capacity, best_policy, the bounds) and the
-PNG is drawn."""
+"""Benchmarks end to end, small: `python bench/run.py replay` on a small Mooncake-format trace (the JSON
+holds every policy and OPT at every capacity, best_policy and the bounds; the PNG is drawn), and the
+`--quick` runs of the benchmarks that need no peer outside the test extra. Every result file is
+strict JSON (no NaN)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,27 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _strict(text: str) -> dict[str, Any]:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    doc: dict[str, Any] = json.loads(text, parse_constant=refuse)
+    assert {"benchmark", "commit", "machine", "date", "summary", "rows"} <= doc.keys()
+    return doc
+
+
+def _bench(*args: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def _write_trace(path: Path, rng: random.Random) -> None:
@@ -43,16 +63,8 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     _write_trace(trace, random.Random(7))
     out = tmp_path / "replay.json"
-    args = ["replay", "--trace", str(trace), "--capacity", "0.05,0.2", "--json", str(out)]
-    run = subprocess.run(
-        [sys.executable, "bench/run.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    doc = json.loads(out.read_text())
+    _bench("replay", "--trace", str(trace), "--capacity", "0.05,0.2", "--json", str(out))
+    doc = _strict(out.read_text())
     summary = doc["summary"]
     from memstore.policy import POLICIES
 
@@ -70,5 +82,26 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
         assert all(r["block_hit_ratio"] <= opt + 1e-12 for r in rows)
     # a bigger cache never hits less under OPT
     assert summary["opt@0.2"] >= summary["opt@0.05"]
-    assert {"commit", "machine", "date"} <= doc.keys()
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_tiers_benchmark_quick(tmp_path: Path) -> None:
+    out = tmp_path / "tiers.json"
+    _bench("tiers", "--quick", "--json", str(out))
+    summary = _strict(out.read_text())["summary"]
+    for size in ("16KiB", "256KiB"):
+        for figure in ("memcpy", "hot_get", "hot_put", "cold_get", "lmdb_get"):
+            assert summary[f"{figure}_{size}_GBps"] > 0
+        assert summary[f"hot_vs_memcpy_get_{size}"] == pytest.approx(
+            summary[f"hot_get_{size}_GBps"] / summary[f"memcpy_{size}_GBps"]
+        )
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_memory_benchmark_quick(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    _bench("memory", "--quick", "--json", str(out))
+    summary = _strict(out.read_text())["summary"]
+    assert summary["memstore_in_process_10k_search_p50_ms"] > 0
+    assert summary["memstore_grpc_10k_bulk_put_per_s"] > 0
+    assert summary["numpy_brute_force_10k_bulk_put_per_s"] is None  # nothing to put: null, not NaN
