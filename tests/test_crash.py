@@ -20,7 +20,9 @@ def test_kill9_loses_no_acknowledged_persistent_write(tmp_path, seed) -> None:  
     path = str(tmp_path / "s")
     acked: set[int] = set()
     start = 0
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # the child imports tests.crash_writer from the repository root, and keeps any path it was given
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     for _round in range(ROUNDS):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.crash_writer", path, str(start)],
