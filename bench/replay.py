@@ -6,6 +6,8 @@ Capacity is a fraction of the trace's distinct blocks. By default only full bloc
 memstore's KV layer does (a partial last block is recomputed, and in the conversation trace it is
 almost never asked for again); ``--partial-blocks`` caches them too, as the trace's reference figures
 do. Cold writes are counted for every block evicted from the cache, with each admission policy.
+``hits_after_miss`` is the share of a policy's block hits that come after its request's first miss:
+the engine recomputes from that miss on, so they save nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "policy": name,
                 "prefix_hit_ratio": r.prefix_hit_ratio,
                 "block_hit_ratio": r.block_hit_ratio,
+                "hits_after_miss": r.hits_after_miss / max(r.block_hits, 1),
             }
             if name != "opt":
                 for adm in (AdmitAll(), SeenTwice()):
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "policy",
             "prefix_hit_ratio",
             "block_hit_ratio",
+            "hits_after_miss",
             "cold_writes_all",
             "cold_writes_read_all",
             "cold_writes_seen-twice",

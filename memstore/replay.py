@@ -7,8 +7,9 @@ A trace is a list of requests, each a chain of block ids (Mooncake format: one i
 while it runs. Evicted blocks may be written to a cold tier, if the admission policy lets them.
 
 Figures: block hit ratio; token-weighted prefix hit ratio (only a request's leading hits count, up to
-its first miss; the last block weighs its partial length); cold writes and how many of them were
-read again. ``opt`` is Belady's offline optimum on the same accesses, as the reference.
+its first miss; the last block weighs its partial length); hits after a miss (the engine recomputes
+from its first miss on, so these save nothing); cold writes and how many of them were read again.
+``opt`` is Belady's offline optimum on the same accesses, as the reference.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ReplayResult:
     total_tokens: int
     cold_writes: int = 0
     cold_writes_read: int = 0
+    hits_after_miss: int = 0  # hits on blocks past a request's first miss: worthless to prefix caching
 
     @property
     def block_hit_ratio(self) -> float:
@@ -107,6 +109,8 @@ def replay(
                 policy.access(h)
                 if leading:
                     res.prefix_tokens += _block_tokens(req, i, block_tokens)
+                else:
+                    res.hits_after_miss += 1
             else:
                 leading = False
                 if h in cold and h not in cold_read:
@@ -149,6 +153,8 @@ def _replay_opt(trace: list[Request], capacity: int, block_tokens: int) -> Repla
                 res.block_hits += 1
                 if leading:
                     res.prefix_tokens += _block_tokens(req, i, block_tokens)
+                else:
+                    res.hits_after_miss += 1
             else:
                 leading = False
                 if len(cached) >= capacity:

@@ -80,6 +80,7 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
         rows = [r for r in doc["rows"] if r["capacity"] == frac]
         opt = next(r["block_hit_ratio"] for r in rows if r["policy"] == "opt")
         assert all(r["block_hit_ratio"] <= opt + 1e-12 for r in rows)
+        assert all(0 <= r["hits_after_miss"] <= 1 for r in rows)
     # a bigger cache never hits less under OPT
     assert summary["opt@0.2"] >= summary["opt@0.05"]
     assert out.with_suffix(".png").stat().st_size > 10_000

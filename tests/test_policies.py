@@ -449,3 +449,14 @@ def test_conversation_stats_by_hand() -> None:
     assert (stats["blocks_reused"], stats["distinct_blocks"]) == (3, 6)  # blocks 0, 1, 2 of 0, 1, 2, 3, 5, 6
     # two first turns, both of 3 blocks (log2 bucket 2); one of them goes on
     assert stats["first_turn_followed_by_length"] == {"2": [2, 0.5]}
+
+
+def test_hits_after_a_miss_are_counted_apart() -> None:
+    # Capacity 3; block 4 needs room. LRU evicts 1, the chain's head: the chain comes back, misses 1
+    # and hits 2 and 3 after the miss, which saves nothing. prefix-lru evicts the tail, 3: the chain
+    # hits 1 and 2 before its miss.
+    trace = [Request(0, 1536, (1, 2, 3)), Request(1, 512, (4,)), Request(2, 1536, (1, 2, 3))]
+    lru = replay(trace, "lru", 3)
+    assert (lru.block_hits, lru.hits_after_miss, lru.prefix_tokens) == (2, 2, 0)
+    prefix = replay(trace, "prefix-lru", 3)
+    assert (prefix.block_hits, prefix.hits_after_miss, prefix.prefix_tokens) == (2, 0, 1024)
