@@ -44,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-tokens", type=int, default=512, help="tokens per hash id")
     p.add_argument("--capacity", default="0.01,0.05,0.1", help="cache sizes as fractions of distinct blocks")
     p.add_argument("--partial-blocks", action="store_true", help="cache partial last blocks too")
+    p.add_argument(
+        "--requests",
+        help="replay only these requests, START:END as a Python slice (for example :6015 and 6015: for "
+        "the two halves of the conversation trace)",
+    )
 
 
 def _full_blocks(trace: list[Request], block_tokens: int) -> list[Request]:
@@ -57,6 +62,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trace = load_trace(args.trace)
     if args.quick:
         trace = trace[: len(trace) // 4]
+    if args.requests:
+        start, _, end = args.requests.partition(":")
+        trace = trace[int(start) if start else None : int(end) if end else None]
     distinct = len({h for r in trace for h in r.hash_ids})
     cached = trace if args.partial_blocks else _full_blocks(trace, args.block_tokens)
     fractions = [float(x) for x in args.capacity.split(",")]
@@ -112,12 +120,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary["distinct_blocks"] = distinct
     summary["partial_blocks_cached"] = bool(args.partial_blocks)
     name = "replay-" + Path(args.trace).stem + ("-partial" if args.partial_blocks else "")
+    if args.requests:
+        start, _, end = args.requests.partition(":")
+        name += f"-requests-{start or 0}-{end or 'end'}"
     path = write_result(
         name,
         rows,
         summary,
         json_path=args.json,
-        config={"quick": args.quick, "block_tokens": args.block_tokens, "capacity": fractions},
+        config={
+            "quick": args.quick,
+            "block_tokens": args.block_tokens,
+            "capacity": fractions,
+            "requests": args.requests,
+        },
     )
     _plot(rows, summary["bounds"], fractions, path.with_suffix(".png"))
     print(f"best online policy: {summary['best_policy']}; wrote {path} and {path.with_suffix('.png')}")

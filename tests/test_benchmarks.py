@@ -84,6 +84,11 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
     # a bigger cache never hits less under OPT
     assert summary["opt@0.2"] >= summary["opt@0.05"]
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # a slice of the trace's requests
+    half = tmp_path / "half.json"
+    _bench("replay", "--trace", str(trace), "--requests", "300:", "--capacity", "0.1", "--json", str(half))
+    doc = _strict(half.read_text())
+    assert doc["summary"]["requests"] == 300 and doc["config"]["requests"] == "300:"
 
 
 def test_tiers_benchmark_quick(tmp_path: Path) -> None:
