@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _bounds_of(requests: str | None) -> tuple[int | None, int | None]:
+    """``--requests START:END`` as slice bounds (None: from the first, or to the last)."""
+    start, _, end = (requests or ":").partition(":")
+    return (int(start) if start else None, int(end) if end else None)
+
+
 def _full_blocks(trace: list[Request], block_tokens: int) -> list[Request]:
     return [
         r if r.input_length % block_tokens == 0 else dataclasses.replace(r, hash_ids=r.hash_ids[:-1])
@@ -62,9 +68,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trace = load_trace(args.trace)
     if args.quick:
         trace = trace[: len(trace) // 4]
-    if args.requests:
-        start, _, end = args.requests.partition(":")
-        trace = trace[int(start) if start else None : int(end) if end else None]
+    start, end = _bounds_of(args.requests)
+    trace = trace[start:end]
     distinct = len({h for r in trace for h in r.hash_ids})
     cached = trace if args.partial_blocks else _full_blocks(trace, args.block_tokens)
     fractions = [float(x) for x in args.capacity.split(",")]
@@ -121,8 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary["partial_blocks_cached"] = bool(args.partial_blocks)
     name = "replay-" + Path(args.trace).stem + ("-partial" if args.partial_blocks else "")
     if args.requests:
-        start, _, end = args.requests.partition(":")
-        name += f"-requests-{start or 0}-{end or 'end'}"
+        name += f"-requests-{start or 0}-{'end' if end is None else end}"
     path = write_result(
         name,
         rows,
