@@ -196,11 +196,12 @@ def conversation_stats(trace: Sequence[Request]) -> dict[str, object]:
     def shares(table: dict[int, list[int]]) -> dict[str, list[float]]:
         return {str(b): [n, round(k / n, 3)] for b, (n, k) in sorted(table.items())}
 
+    uses = future_accesses(trace)
     return {
         "conversations": len(turns),
         "single_turn": sum(1 for n in turns.values() if n == 1),
-        "blocks_reused": sum(1 for n in future_accesses(trace).values() if n > 1),
-        "distinct_blocks": len(future_accesses(trace)),
+        "blocks_reused": sum(1 for n in uses.values() if n > 1),
+        "distinct_blocks": len(uses),
         "first_turn_followed_by_length": shares(by_length),
         "first_turn_followed_by_output": shares(by_output),
     }

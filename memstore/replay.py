@@ -60,6 +60,15 @@ class ReplayResult:
     cold_writes_read: int = 0
     hits_after_miss: int = 0  # hits on blocks past a request's first miss: worthless to prefix caching
 
+    def count_hit(self, req: Request, i: int, leading: bool, block_tokens: int) -> None:
+        """Block ``i`` of ``req`` was cached: its tokens count while the request has not missed yet;
+        after its first miss the engine recomputes anyway, so the hit saves nothing."""
+        self.block_hits += 1
+        if leading:
+            self.prefix_tokens += _block_tokens(req, i, block_tokens)
+        else:
+            self.hits_after_miss += 1
+
     @property
     def block_hit_ratio(self) -> float:
         return self.block_hits / max(self.block_accesses, 1)
@@ -105,12 +114,8 @@ def replay(
             if admission is not None:
                 admission.seen(h)
             if h in cached:
-                res.block_hits += 1
+                res.count_hit(req, i, leading, block_tokens)
                 policy.access(h)
-                if leading:
-                    res.prefix_tokens += _block_tokens(req, i, block_tokens)
-                else:
-                    res.hits_after_miss += 1
             else:
                 leading = False
                 if h in cold and h not in cold_read:
@@ -150,11 +155,7 @@ def _replay_opt(trace: list[Request], capacity: int, block_tokens: int) -> Repla
         for i, h in enumerate(req.hash_ids):
             res.block_accesses += 1
             if h in cached:
-                res.block_hits += 1
-                if leading:
-                    res.prefix_tokens += _block_tokens(req, i, block_tokens)
-                else:
-                    res.hits_after_miss += 1
+                res.count_hit(req, i, leading, block_tokens)
             else:
                 leading = False
                 if len(cached) >= capacity:
