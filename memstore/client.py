@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
+import xxhash
 
 from memstore.errors import CapacityError, MemstoreError
 from memstore.local import LocalArena, LocalUnavailable, writable_bytes
@@ -358,6 +359,7 @@ class _LocalWrite:
             if r.ok:
                 arena.write(r.offset, raw)
                 commit.commit.append(r.token)
+                commit.checksums.append(xxhash.xxh3_64_intdigest(raw))  # the server checks the arena holds it
             else:
                 rest.append(item)
         return commit.SerializeToString(), rest

@@ -63,3 +63,13 @@ class StaleLoadError(MemstoreError):
     Raised by a layer-by-layer load when the model reaches its last layer, so no output computed from
     changed bytes is ever returned.
     """
+
+
+class UnknownReservationError(MemstoreError):
+    """No open shared-memory reservation has this token for this caller (expired, committed, aborted,
+    made by another caller, or never made): reserve again."""
+
+
+class ReservationMismatchError(MemstoreError):
+    """The arena does not hold the bytes a commit's checksum names: the value was not written (or not
+    completely); the reservation was given back. Write the value and reserve again, or use Put."""

@@ -11,7 +11,8 @@ the store's tiers, read back for each record returned. Reads go through the stor
 read stay in the hot and warm tiers and the rest sink to LMDB; each read also bumps a decaying heat
 (``heat()``), which ``open_session`` uses to pick what to bring up first.
 
-Layout in the store (namespace ``memory``): the current version of a record under
+Layout in the store (the tenant's own internal namespace ``TENANT!memory``, ``memstore.tenancy``):
+the current version of a record under
 ``r/<tenant>/<ns parts joined by 0x1f>/0x00<key>``, every earlier version under ``h/...0x00<key>0x00<ver>``
 (8 bytes, big-endian). Each value is a 4-byte JSON length, the JSON, then the embedding as float32.
 An in-memory index of the live records (metadata, text, embeddings) serves list and search; it is
@@ -28,6 +29,7 @@ import builtins
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import struct
@@ -39,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from memstore import tenancy
 from memstore.errors import InvalidValueError, MemstoreError
 from memstore.store import TieredStore
 
 SEP = "\x1f"
-NS = "memory"
+log = logging.getLogger("memstore.memory")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -251,7 +254,10 @@ class MemoryStore:
         self.tenant = tenant
         self.clock = clock
         self._lock = threading.RLock()
-        store.create_namespace(NS, durability="persistent")
+        # The tenant's own internal namespace: the Store service cannot name it, and its records count
+        # toward the tenant's quotas.
+        self.ns = tenancy.qualify(tenant, tenancy.MEMORY, internal=True)
+        store.create_namespace(self.ns, durability="persistent")
         self._live: dict[tuple[tuple[str, ...], str], MemoryRecord] = {}
         self._history: dict[tuple[tuple[str, ...], str], builtins.list[int]] = {}
         self._vectors: dict[int, _VectorIndex] = {}
@@ -282,16 +288,29 @@ class MemoryStore:
         return k
 
     def _load(self) -> None:
-        for raw_key in self.store.keys(ns=NS, prefix=self._prefix("r")):
-            value = self.store.get(raw_key, ns=NS, promote=False)
-            if value is not None:
+        self.skipped = 0  # stored entries that did not decode
+        for raw_key in self.store.keys(ns=self.ns, prefix=self._prefix("r")):
+            value = self.store.get(raw_key, ns=self.ns, promote=False)
+            if value is None:
+                continue
+            try:
                 rec = MemoryRecord.decode(value)
-                self._live[(rec.namespace, rec.key)] = self._slim(rec)
-                self._index(rec)
-        for raw_key in self.store.keys(ns=NS, prefix=self._prefix("h")):
+            except Exception as exc:  # a record that does not decode is skipped, never fatal
+                self.skipped += 1
+                log.warning(
+                    "memory record %r of tenant %r does not decode, skipped: %s", raw_key, self.tenant, exc
+                )
+                continue
+            self._live[(rec.namespace, rec.key)] = self._slim(rec)
+            self._index(rec)
+        for raw_key in self.store.keys(ns=self.ns, prefix=self._prefix("h")):
             body = raw_key[len(self._prefix("h")) :]
-            ns_part, key_part, ver = body.split(b"\x00", 2)
-            ident = (tuple(ns_part.decode().split(SEP)), key_part.decode())
+            try:
+                ns_part, key_part, ver = body.split(b"\x00", 2)
+                ident = (tuple(ns_part.decode().split(SEP)), key_part.decode())
+            except ValueError:
+                self.skipped += 1
+                continue
             self._history.setdefault(ident, []).append(int.from_bytes(ver, "big"))
         for versions in self._history.values():
             versions.sort()
@@ -304,7 +323,7 @@ class MemoryStore:
         """A record with its value read back from the store (which promotes it: reads keep records hot)."""
         if rec.value is not IN_STORE:
             return replace(rec)
-        raw = self.store.get(self._key("r", rec.namespace, rec.key), ns=NS)
+        raw = self.store.get(self._key("r", rec.namespace, rec.key), ns=self.ns)
         value = MemoryRecord.decode(raw).value if raw is not None else None
         return replace(rec, value=value)
 
@@ -416,7 +435,7 @@ class MemoryStore:
                 staged.append(rec)
                 versions.append(rec.version)
             if writes:
-                self.store.put_many(writes, ns=NS)  # one synced commit for the batch
+                self.store.put_many(writes, ns=self.ns)  # one synced commit for the batch
             for rec in staged:
                 ident = (rec.namespace, rec.key)
                 self._invalidate(ident, rec.version)
@@ -437,8 +456,8 @@ class MemoryStore:
             self._invalidate((ns, key), old.version + 1)
             if hard:
                 for v in self._history.pop((ns, key), []):
-                    self.store.delete(self._key("h", ns, key, v), ns=NS)
-                self.store.delete(self._key("r", ns, key), ns=NS)
+                    self.store.delete(self._key("h", ns, key, v), ns=self.ns)
+                self.store.delete(self._key("r", ns, key), ns=self.ns)
                 self._index(replace(self._live.pop((ns, key)), deleted=True))
                 return True
             old = self._full(old)
@@ -448,7 +467,7 @@ class MemoryStore:
                     (self._key("h", ns, key, old.version), old.encode()),
                     (self._key("r", ns, key), tomb.encode()),
                 ],
-                ns=NS,
+                ns=self.ns,
             )
             self._history.setdefault((ns, key), []).append(old.version)
             self._live[(ns, key)] = self._slim(tomb)
@@ -501,7 +520,7 @@ class MemoryStore:
             current = self._live.get((ns, key))
         out = []
         for v in versions:
-            raw = self.store.get(self._key("h", ns, key, v), ns=NS, promote=False)
+            raw = self.store.get(self._key("h", ns, key, v), ns=self.ns, promote=False)
             if raw is not None:
                 out.append(MemoryRecord.decode(raw))
         if current is not None:
@@ -735,10 +754,10 @@ class MemoryStore:
         for q in hint_queries:
             chosen |= {(r.namespace, r.key) for r in self.search(ns, query=q, top_k=16)}
         keys = [self._key("r", n, k) for n, k in chosen]
-        pinned = [(NS, self._key("r", r.namespace, r.key)) for r in mine if "pinned" in r.tags]
+        pinned = [(self.ns, self._key("r", r.namespace, r.key)) for r in mine if "pinned" in r.tags]
         for _, k in pinned:
-            self.store.pin(k, ns=NS)
-        self.store.prefetch(keys, ns=NS, mode="best_effort")
+            self.store.pin(k, ns=self.ns)
+        self.store.prefetch(keys, ns=self.ns, mode="best_effort")
         if kv is not None:
             self.store.prefetch(list(kv[1]), ns=kv[0], mode="best_effort")
         with self._lock:
@@ -753,7 +772,7 @@ class MemoryStore:
         pinned, keys = session
         for ns, k in pinned:
             self.store.unpin(k, ns=ns)
-        self.store.demote(keys, ns=NS)
+        self.store.demote(keys, ns=self.ns)
 
     # ---- TTL ------------------------------------------------------------------------------------
 

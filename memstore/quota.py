@@ -1,7 +1,8 @@
 """Per-tenant quotas: byte limits per tier, a record limit, and reserved shares.
 
-A tenant's namespaces are named ``t.<tenant>.<name>`` (the server adds the prefix from the caller's
-credentials); every other namespace belongs to the tenant ``default``. For each tenant with a quota:
+A namespace belongs to the tenant its qualified name names (``memstore.tenancy``: the server qualifies
+every name a caller gives with the tenant of the caller's credentials; agent memory is a tenant's own
+internal namespace and counts toward its quota like any other). For each tenant with a quota:
 
 - ``hot_bytes`` / ``warm_bytes`` / ``cold_bytes``: the most bytes its records take in that tier. Room
   for its new data is made from its own records first (demoted or, in cold, evicted); a persistent
@@ -27,12 +28,6 @@ TIERS = ("hot", "warm", "cold")
 DEFAULT_TENANT = "default"
 
 E = TypeVar("E")
-
-
-def tenant_of_namespace(name: str) -> str:
-    if name.startswith("t.") and name.count(".") >= 2:
-        return name.split(".", 2)[1]
-    return DEFAULT_TENANT
 
 
 @dataclass(frozen=True)

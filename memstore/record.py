@@ -17,6 +17,7 @@ including the shared-memory arena, so a reader in another process can interpret 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -163,18 +164,35 @@ def raw_to_value(raw: bytes | bytearray | memoryview, meta: RecordMeta) -> bytes
     return np.frombuffer(buf, dtype=dtype).reshape(meta.shape or ())
 
 
+# A dtype as it travels: numpy's ``dtype.str`` of a plain type, such as '<f2', '|u1' or '<V8'.
+DTYPE_STRING = re.compile(r"^[<>|=]?[a-zA-Z][0-9]{0,3}$")
+
+
 def check_array_meta(meta: RecordMeta) -> None:
-    """Refuse a description whose dtype and shape disagree with the byte length."""
+    """The one check of an array description, on every path that accepts one (put, reservation,
+    namespace schema, records read back): a plain dtype of non-zero size, at most MAX_NDIM dimensions,
+    and dtype and shape that describe exactly the value's bytes."""
     if meta.dtype is None:
+        if meta.shape is not None:
+            raise InvalidValueError("a shape needs a dtype")
         return
+    if not isinstance(meta.dtype, str) or not DTYPE_STRING.match(meta.dtype):
+        raise InvalidValueError(f"dtype {meta.dtype!r} is not a plain numpy dtype string such as '<f2'")
     try:
         dtype = np.dtype(meta.dtype)
     except TypeError as exc:
         raise InvalidValueError(f"unknown dtype {meta.dtype!r}") from exc
+    if dtype.hasobject or dtype.fields is not None or dtype.itemsize == 0 or dtype.subdtype is not None:
+        raise InvalidValueError(f"dtype {meta.dtype!r} is not a plain dtype of non-zero size")
+    shape = meta.shape if meta.shape is not None else ()
+    if len(shape) > MAX_NDIM:
+        raise InvalidValueError(f"arrays have at most {MAX_NDIM} dimensions, not {len(shape)}")
     count = 1
-    for d in meta.shape or ():
+    for d in shape:
+        if not isinstance(d, int) or d < 0:
+            raise InvalidValueError(f"dimensions are non-negative ints, not {d!r}")
         count *= d
-    if dtype.hasobject or count * dtype.itemsize != meta.raw_len:
+    if count * dtype.itemsize != meta.raw_len:
         raise InvalidValueError(
             f"dtype {meta.dtype} and shape {meta.shape} describe {count * dtype.itemsize} bytes, "
             f"value has {meta.raw_len}"

@@ -28,7 +28,7 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from memstore import settings
+import xxhash
+
+from memstore import settings, tenancy
 from memstore.admission import make_admission
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
 from memstore.cold import ColdFullError, ColdTier, lmdb_cost
@@ -51,15 +53,18 @@ from memstore.errors import (
     MemstoreError,
     PersistentFullError,
     QuotaExceededError,
+    ReservationMismatchError,
     StoreClosedError,
     StoreLockedError,
     UnknownNamespaceError,
+    UnknownReservationError,
 )
 from memstore.hot import HotArena, HotEntry, remove_stale_segment
+from memstore.migrate import migrate
 from memstore.policy import EvictionPolicy, make_policy
 from memstore.prefetch import Mode as PrefetchMode
 from memstore.prefetch import Prefetcher, PrefetchTask
-from memstore.quota import AccountedIndex, Quota, Usage, tenant_of_namespace
+from memstore.quota import AccountedIndex, Quota, Usage
 from memstore.record import (
     RecordMeta,
     check_array_meta,
@@ -75,7 +80,6 @@ from memstore.record import (
 T = TypeVar("T")
 Durability = Literal["cache", "persistent"]
 Value = Any  # bytes or a numpy array (Any: numpy arrays do not type-check as one union member)
-_NS_NAME = re.compile(rf"^[A-Za-z0-9_.:@+=/-]{{1,{settings.MAX_NAMESPACE_CHARS}}}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,7 @@ class Reservation:
     meta: RecordMeta
     expires: float
     parent: bytes | None = None
+    owner: str = ""  # who made it: only the same caller may commit or abort it
 
     @property
     def payload_offset(self) -> int:
@@ -330,6 +335,7 @@ class TieredStore:
             return requested
 
     def _load_namespaces(self) -> None:
+        migrate(self._cold.env, self._cold.records, self._cold.meta)  # older data dirs, once
         for key, value in self._cold.meta_items():
             if key.startswith(b"ns:"):
                 opts = json.loads(value)
@@ -371,10 +377,7 @@ class TieredStore:
         ``value_dtype``/``value_shape`` make every value of the namespace an array of exactly that kind
         (KV-cache namespaces use one block's layout); anything else is refused.
         """
-        if not isinstance(name, str) or not _NS_NAME.match(name):
-            raise InvalidNamespaceError(
-                f"namespace names are 1-{settings.MAX_NAMESPACE_CHARS} characters of A-Z a-z 0-9 _.:@+=/-"
-            )
+        tenancy.owner(name)  # a name the store can hold: NAME, TENANT#NAME or TENANT!NAME
         if durability not in ("cache", "persistent"):
             raise InvalidNamespaceError(f"durability is 'cache' or 'persistent', not {durability!r}")
         for codec in (warm_codec, cold_codec):
@@ -595,8 +598,9 @@ class TieredStore:
     def delete_namespace(self, name: str) -> int:
         """Remove a namespace and every record in it; returns how many records were removed."""
         namespace = self._ns(name)
-        if name == "default":
-            raise InvalidNamespaceError("the default namespace cannot be deleted")
+        who = tenancy.owner(name)
+        if who.name == "default" and not who.internal:
+            raise InvalidNamespaceError("a tenant's default namespace cannot be deleted")
         prefix = namespace.prefix
         futures: list[tuple[bytes, Future[bool]]] = []
         with self._lock:
@@ -609,7 +613,7 @@ class TieredStore:
                 if fk.startswith(prefix)
             }
             for token in [t for t, r in self._reservations.items() if r.fk.startswith(prefix)]:
-                self.abort_put(token)  # a commit after this would index a key of no namespace
+                self._cancel_reservation(token)  # a commit after this would index a key of no namespace
             for fk in keys:
                 self._drop_upper(fk)
                 self._parents.pop(fk, None)
@@ -787,11 +791,13 @@ class TieredStore:
         shape: tuple[int, ...] | None = None,
         lease: float = 30.0,
         parent: bytes | None = None,
+        owner: str = "",
     ) -> Reservation | None:
         """Allocate arena space for a value another process on this host will write in place.
 
         The value becomes visible only at ``commit_put``; a reservation not committed within ``lease``
         seconds is reclaimed. None when the arena cannot take it or the namespace is persistent (use ``put``).
+        Only ``owner`` (the server passes the caller's identity) may commit or abort it.
         """
         namespace = self._ns(ns)
         fk = namespace.prefix + _check_key(key)
@@ -815,9 +821,11 @@ class TieredStore:
             if got is None:
                 return None
             slot, offset, alloc = got
-            self._next_tag += 1
+            token = secrets.randbits(64)  # unguessable: a token names the reservation, never a count
+            while not token or token in self._reservations:
+                token = secrets.randbits(64)
             r = Reservation(
-                self._next_tag, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease, parent_fk
+                token, fk, slot, offset, alloc, header_len, meta, time.monotonic() + lease, parent_fk, owner
             )
             self._reservations[r.token] = r
             self._account_reservation(r, held=True)
@@ -829,34 +837,76 @@ class TieredStore:
         change = self._usage.added if held else self._usage.removed
         change("hot", self._tenant_of(r.fk), r.fk, r.header_len + r.meta.raw_len)
 
-    def commit_put(self, token: int) -> None:
-        """Publish a reserved value: checksum the bytes the writer left in the arena, then index them."""
+    def commit_put(self, token: int, checksum: int | None = None, *, owner: str = "") -> None:
+        """Publish one reserved value (see ``commit_puts``)."""
+        self.commit_puts([token], None if checksum is None else [checksum], owner=owner)
+
+    def commit_puts(
+        self, tokens: Sequence[int], checksums: Sequence[int] | None = None, *, owner: str = ""
+    ) -> None:
+        """Publish reserved values, all or none: checksum the bytes the writer left in the arena, index them.
+
+        Every token must be open and made by ``owner`` (``UnknownReservationError`` otherwise). With
+        ``checksums`` (xxh3-64, seed 0, of each value as its writer wrote it), a value whose arena bytes
+        differ is refused (``ReservationMismatchError``) and its reservation given back, so a commit
+        never publishes bytes its writer did not write (what the space held before, another record's).
+        """
+        tokens = list(tokens)
+        if len(set(tokens)) != len(tokens):
+            raise InvalidValueError("a reservation token is named twice in one commit")
+        if checksums is not None and len(checksums) != len(tokens):
+            raise InvalidValueError(f"{len(checksums)} checksums for {len(tokens)} reservations")
+        stale: list[tuple[bytes, Future[bool]]] = []
         with self._lock:
             self._check_open()
-            r = self._reservations.pop(token, None)
-            if r is None:
-                raise InvalidValueError(f"no open reservation {token} (expired, committed or never made)")
-            self._account_reservation(r, held=False)  # the index counts it from here
-            payload = self._hot.view[r.offset + r.header_len : r.offset + r.header_len + r.meta.raw_len]
-            header = pack_header(r.meta, payload)
-            self._drop_upper(r.fk)
-            stale = self._drop_cold(r.fk, durable=False)
-            entry = self._hot.publish_reserved(
-                r.slot, r.offset, r.alloc, header, r.header_len + r.meta.raw_len, r.meta, clean=False
-            )
-            self._hot_index[r.fk] = entry
-            self._set_parent(r.fk, r.parent)
-            self._hot_policy.insert(r.fk, r.parent)
-        if stale is not None:
-            self._wait([(r.fk, stale)], persistent=False)
+            self._reap_reservations()
+            found = [self._reservations.get(t) for t in tokens]
+            for t, r in zip(tokens, found, strict=True):
+                if r is None or r.owner != owner:
+                    raise UnknownReservationError(
+                        f"no open reservation {t} of this caller (expired, committed, aborted or never made)"
+                    )
+            views = [self._hot.view[r.payload_offset : r.payload_offset + r.meta.raw_len] for r in found]  # type: ignore[union-attr]
+            for i, (r, payload) in enumerate(zip(found, views, strict=True)):
+                assert r is not None
+                if checksums is not None and xxhash.xxh3_64_intdigest(payload) != checksums[i]:
+                    self._cancel_reservation(r.token)
+                    raise ReservationMismatchError(
+                        f"reservation {r.token}: the arena does not hold the bytes of the given checksum "
+                        "(written incompletely or not at all); the reservation is given back"
+                    )
+            for r, payload in zip(found, views, strict=True):
+                assert r is not None
+                del self._reservations[r.token]
+                self._account_reservation(r, held=False)  # the index counts it from here
+                header = pack_header(r.meta, payload)
+                self._drop_upper(r.fk)
+                fut = self._drop_cold(r.fk, durable=False)
+                if fut is not None:
+                    stale.append((r.fk, fut))
+                entry = self._hot.publish_reserved(
+                    r.slot, r.offset, r.alloc, header, r.header_len + r.meta.raw_len, r.meta, clean=False
+                )
+                self._hot_index[r.fk] = entry
+                self._set_parent(r.fk, r.parent)
+                self._hot_policy.insert(r.fk, r.parent)
+        if stale:
+            self._wait(stale, persistent=False)
 
-    def abort_put(self, token: int) -> bool:
+    def abort_put(self, token: int, *, owner: str = "") -> bool:
+        """Give a reservation back unused; False if ``owner`` holds no open reservation ``token``."""
         with self._lock:
-            r = self._reservations.pop(token, None)
-            if r is not None:
-                self._account_reservation(r, held=False)
-                self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
-            return r is not None
+            r = self._reservations.get(token)
+            if r is None or r.owner != owner:
+                return False
+            return self._cancel_reservation(token)
+
+    def _cancel_reservation(self, token: int) -> bool:
+        r = self._reservations.pop(token, None)
+        if r is not None:
+            self._account_reservation(r, held=False)
+            self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
+        return r is not None
 
     def _reap_reservations(self) -> None:
         now = time.monotonic()
@@ -1222,7 +1272,7 @@ class TieredStore:
         prefix = fk[: 1 + fk[0]]
         tenant = self._tenant_by_prefix.get(prefix)
         if tenant is None:
-            tenant = self._tenant_by_prefix[prefix] = tenant_of_namespace(prefix[1:].decode())
+            tenant = self._tenant_by_prefix[prefix] = tenancy.tenant_of(prefix[1:].decode())
         return tenant
 
     def _over_quota(self, tier: str, fk: bytes, nbytes: int) -> bool:

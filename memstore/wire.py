@@ -140,31 +140,34 @@ def pack(
 
 
 class Assembler:
-    """Rebuilds whole values from pieces (offset order), without a copy when a value is in one piece."""
+    """Rebuilds whole values from pieces (offset order), without a copy when a value is in one piece.
+
+    The buffer of a value in several pieces grows with the pieces that arrived: a declared size is a
+    limit the pieces must keep to, never an allocation.
+    """
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._ident: object = None
         self._buf: bytearray | None = None
-        self._filled = 0
+        self._size = 0
 
     def feed(self, ident: object, size: int, offset: int, data: memoryview) -> memoryview | bytearray | None:
         """Add one piece; returns the value's bytes once complete."""
         if offset == 0:
             if self._buf is not None:
-                raise WireError(f"value {self._ident!r} ended after {self._filled} of {len(self._buf)} bytes")
+                raise WireError(f"value {self._ident!r} ended after {len(self._buf)} of {self._size} bytes")
             if size > self.max_size:
                 raise ValueTooLarge(f"a value of {size} bytes exceeds the limit of {self.max_size}")
             if len(data) == size:
                 return data
-            self._ident, self._buf, self._filled = ident, bytearray(size), 0
-        elif self._buf is None or ident != self._ident or offset != self._filled or size != len(self._buf):
+            self._ident, self._buf, self._size = ident, bytearray(), size
+        elif self._buf is None or ident != self._ident or offset != len(self._buf) or size != self._size:
             raise WireError(f"piece of {ident!r} at offset {offset} arrived out of order")
-        if self._filled + len(data) > len(self._buf):
-            raise WireError(f"value {ident!r} is longer than its declared {len(self._buf)} bytes")
-        self._buf[self._filled : self._filled + len(data)] = data
-        self._filled += len(data)
-        if self._filled < len(self._buf):
+        if len(self._buf) + len(data) > self._size:
+            raise WireError(f"value {ident!r} is longer than its declared {self._size} bytes")
+        self._buf += data
+        if len(self._buf) < self._size:
             return None
         buf, self._buf = self._buf, None
         return buf

@@ -21,7 +21,7 @@ ROUNDS = int(os.environ.get("MEMSTORE_SERVICE_CRASH_ROUNDS", "20"))
 
 
 def cache_value(i: int) -> bytes:
-    """40 kB that do not compress: 200 of them fill the 8 MiB hot tier and warm, so cold gets some."""
+    """40 kB that do not compress: 400 of them fill the 8 MiB hot and warm tiers, so cold gets some."""
     return hashlib.shake_256(b"c%d" % i).digest(40_000)
 
 
@@ -93,6 +93,7 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
         for _round in range(ROUNDS):
             p_start = max(acked, default=-1) + 100  # past any put the last kill cut off
             c_start = max(cache_keys, default=-1) + 1
+            round_start = len(cache_keys)
             threads = [
                 threading.Thread(target=_persistent_writer, args=(sock, p_start, acked, lock)),
                 threading.Thread(target=_cache_writer, args=(sock, c_start, cache_keys)),
@@ -100,6 +101,10 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
             for t in threads:
                 t.start()
             time.sleep(rng.uniform(0.3, 1.2))
+            if _round % 4 == 0:  # now and then, enough cache puts to fill hot and warm (16 MiB) and reach cold
+                until = time.monotonic() + 60
+                while len(cache_keys) - round_start < 500 and time.monotonic() < until:
+                    time.sleep(0.05)
             dead_arena = arena_of(tmp_path / "data")  # named after the server's pid
             assert os.path.exists(dead_arena)
             os.kill(proc.pid, signal.SIGKILL)

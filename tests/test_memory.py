@@ -59,7 +59,7 @@ def test_soft_and_hard_delete(mem) -> None:  # type: ignore[no-untyped-def]
     assert mem.put(NS, "a", 3) == 4  # a write after a soft delete continues the history
     assert mem.delete(NS, "a", hard=True)
     assert mem.get(NS, "a") is None and mem.history(NS, "a") == []
-    assert mem.store.keys(ns="memory") == []  # nothing left behind
+    assert mem.store.keys(ns=mem.ns) == []  # nothing left behind
 
 
 def test_pagination_reaches_every_record_once(mem) -> None:  # type: ignore[no-untyped-def]
@@ -222,12 +222,12 @@ def test_sessions_prefetch_and_pin(tmp_path) -> None:  # type: ignore[no-untyped
         key3 = mem._key("r", NS, "n3")
         mem.open_session("s1", NS, recent=4)
         for _ in range(2000):
-            if store.tiers_of([key3], ns="memory") == ["hot"] and store.stats()["hot"]["prefetch_issued"]:
+            if store.tiers_of([key3], ns=mem.ns) == ["hot"] and store.stats()["hot"]["prefetch_issued"]:
                 break
             import time
 
             time.sleep(0.005)
-        assert store.tiers_of([key3], ns="memory") == ["hot"]  # the pinned record was brought up
+        assert store.tiers_of([key3], ns=mem.ns) == ["hot"]  # the pinned record was brought up
         assert store.stats()["pinned"] == 1
         mem.close_session("s1")
         assert store.stats()["pinned"] == 0
@@ -250,9 +250,9 @@ def test_heat_tiering(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
         store.flush()
         keys = [mem._key("r", NS, f"n{i}") for i in range(60)]
         assert mem._live[(NS, "n0")].value is IN_STORE  # the index holds no values
-        assert store.tiers_of(keys, ns="memory").count("cold") > 20  # unread records sank to LMDB
+        assert store.tiers_of(keys, ns=mem.ns).count("cold") > 20  # unread records sank to LMDB
         assert mem.get(NS, "n0").value == {"blob": blobs[0]}
-        assert store.tiers_of(keys[:1], ns="memory") == ["hot"]  # a read brings a record up
+        assert store.tiers_of(keys[:1], ns=mem.ns) == ["hot"]  # a read brings a record up
         assert [r.value["blob"] for r in mem.search(NS, query="note 7", top_k=60) if r.key == "n7"] == [
             blobs[7]
         ]

@@ -11,7 +11,11 @@ import pytest
 
 from memstore import Client, TieredStore
 from memstore.client import RemoteCapacityError
-from memstore.errors import InvalidValueError, QuotaExceededError, UnknownNamespaceError
+from memstore.errors import (
+    QuotaExceededError,
+    UnknownNamespaceError,
+    UnknownReservationError,
+)
 from memstore.quota import Quota
 from memstore.record import RecordMeta
 from memstore_server import create_server
@@ -29,22 +33,22 @@ def test_byte_limits_per_tier_hold_and_spare_other_tenants(tmp_path, seed) -> No
     quota = Quota(hot_bytes=512 * KiB, warm_bytes=512 * KiB, cold_bytes=2 * MiB)
     store = open_store(str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, quotas={"a": quota})
     try:
-        store.create_namespace("t.a.x")
-        store.create_namespace("t.b.x")
+        store.create_namespace("a#x")
+        store.create_namespace("b#x")
         b_values = {b"k%d" % i: _value(rng) for i in range(8)}
-        store.put_many(b_values, ns="t.b.x")
+        store.put_many(b_values, ns="b#x")
         a_values = {b"k%d" % i: _value(rng) for i in range(80)}  # 5 MiB against 3 MiB of quota
         for k, v in a_values.items():
-            store.put(k, v, ns="t.a.x")
+            store.put(k, v, ns="a#x")
             usage = store.stats()["tenants"]["a"]
             for tier in ("hot", "warm", "cold"):
                 assert usage[f"{tier}_bytes"] <= quota.limit(tier)
-        assert store.get(b"k79", ns="t.a.x") == a_values[b"k79"]  # the newest stays
-        held = [k for k in a_values if store.get(k, ns="t.a.x") is not None]
+        assert store.get(b"k79", ns="a#x") == a_values[b"k79"]  # the newest stays
+        held = [k for k in a_values if store.get(k, ns="a#x") is not None]
         assert 0 < len(held) < len(a_values)  # the oldest made room; what is served is right
-        assert all(store.get(k, ns="t.a.x") == a_values[k] for k in held)
-        assert all(store.get(k, ns="t.b.x") == v for k, v in b_values.items())  # b untouched
-        assert store.tiers_of(list(b_values), ns="t.b.x") == ["hot"] * 8
+        assert all(store.get(k, ns="a#x") == a_values[k] for k in held)
+        assert all(store.get(k, ns="b#x") == v for k, v in b_values.items())  # b untouched
+        assert store.tiers_of(list(b_values), ns="b#x") == ["hot"] * 8
     finally:
         store.close()
 
@@ -53,21 +57,21 @@ def test_record_limit_refuses_new_keys_only(tmp_path, seed) -> None:  # type: ig
     rng = np.random.default_rng(seed)
     store = open_store(str(tmp_path / "s"), quotas={"a": Quota(records=10)})
     try:
-        store.create_namespace("t.a.x")
-        store.create_namespace("t.a.p", durability="persistent")
+        store.create_namespace("a#x")
+        store.create_namespace("a#p", durability="persistent")
         for i in range(6):
-            store.put(b"k%d" % i, _value(rng, 100), ns="t.a.x")
+            store.put(b"k%d" % i, _value(rng, 100), ns="a#x")
         for i in range(4):
-            store.put(b"k%d" % i, _value(rng, 100), ns="t.a.p")  # the limit spans namespaces
-        for ns in ("t.a.x", "t.a.p"):
+            store.put(b"k%d" % i, _value(rng, 100), ns="a#p")  # the limit spans namespaces
+        for ns in ("a#x", "a#p"):
             with pytest.raises(QuotaExceededError):
                 store.put(b"new", b"v", ns=ns)
-        assert store.get(b"new", ns="t.a.x") is None
-        store.put(b"k0", b"overwrite", ns="t.a.x")  # an existing key is not a new record
-        assert store.get(b"k0", ns="t.a.x") == b"overwrite"
+        assert store.get(b"new", ns="a#x") is None
+        store.put(b"k0", b"overwrite", ns="a#x")  # an existing key is not a new record
+        assert store.get(b"k0", ns="a#x") == b"overwrite"
         store.put(b"other", b"v", ns="default")  # another tenant is not counted
-        assert store.delete(b"k1", ns="t.a.x")
-        store.put(b"new", b"v", ns="t.a.x")
+        assert store.delete(b"k1", ns="a#x")
+        store.put(b"new", b"v", ns="a#x")
         assert store.stats()["tenants"]["a"]["records"] == 10
     finally:
         store.close()
@@ -77,21 +81,21 @@ def test_persistent_over_cold_quota_is_refused_and_loses_nothing(tmp_path, seed)
     rng = np.random.default_rng(seed)
     path = str(tmp_path / "s")
     store = open_store(path, quotas={"a": Quota(cold_bytes=1 * MiB)})
-    store.create_namespace("t.a.p", durability="persistent")
+    store.create_namespace("a#p", durability="persistent")
     kept = {}
     with pytest.raises(QuotaExceededError):
         for i in range(40):
             v = _value(rng)
-            store.put(b"k%d" % i, v, ns="t.a.p")
+            store.put(b"k%d" % i, v, ns="a#p")
             kept[b"k%d" % i] = v
     assert 8 <= len(kept) < 40
-    store.delete(b"k0", ns="t.a.p")  # room again: puts resume without a restart
+    store.delete(b"k0", ns="a#p")  # room again: puts resume without a restart
     del kept[b"k0"]
-    store.put(b"again", b"v", ns="t.a.p")
+    store.put(b"again", b"v", ns="a#p")
     kept[b"again"] = b"v"
     store.close()
     with TieredStore(path, hot_bytes=4 * MiB, prefault=False) as reopened:
-        assert all(reopened.get(k, ns="t.a.p") == v for k, v in kept.items())
+        assert all(reopened.get(k, ns="a#p") == v for k, v in kept.items())
 
 
 def test_reserved_share_survives_another_tenants_flood(tmp_path, seed) -> None:  # type: ignore[no-untyped-def]
@@ -99,13 +103,13 @@ def test_reserved_share_survives_another_tenants_flood(tmp_path, seed) -> None: 
     quotas = {"b": Quota(reserved_hot_bytes=1 * MiB)}
     store = open_store(str(tmp_path / "s"), hot_bytes=4 * MiB, quotas=quotas)
     try:
-        store.create_namespace("t.a.x")
-        store.create_namespace("t.b.x")
+        store.create_namespace("a#x")
+        store.create_namespace("b#x")
         b_keys = [b"b%d" % i for i in range(12)]  # 768 KiB, inside the reservation
-        store.put_many({k: _value(rng) for k in b_keys}, ns="t.b.x")
+        store.put_many({k: _value(rng) for k in b_keys}, ns="b#x")
         for i in range(200):  # 12.5 MiB through a 4 MiB hot tier
-            store.put(b"a%d" % i, _value(rng), ns="t.a.x")
-        assert store.tiers_of(b_keys, ns="t.b.x") == ["hot"] * len(b_keys)
+            store.put(b"a%d" % i, _value(rng), ns="a#x")
+        assert store.tiers_of(b_keys, ns="b#x") == ["hot"] * len(b_keys)
         assert store.stats()["hot"]["demotions"] > 100  # a's data did move through
     finally:
         store.close()
@@ -155,10 +159,10 @@ def test_reservations_count_toward_the_hot_quota(tmp_path) -> None:  # type: ign
     quota = Quota(hot_bytes=256 * KiB)
     store = open_store(str(tmp_path / "s"), hot_bytes=8 * MiB, quotas={"a": quota})
     try:
-        store.create_namespace("t.a.x")
+        store.create_namespace("a#x")
         held = []
         for i in range(8):  # 512 KiB asked against 256 KiB of quota, nothing committed
-            r = store.reserve_put(b"k%d" % i, 64 * KiB, ns="t.a.x")
+            r = store.reserve_put(b"k%d" % i, 64 * KiB, ns="a#x")
             if r is not None:
                 held.append(r)
         assert 0 < len(held) < 8
@@ -168,7 +172,7 @@ def test_reservations_count_toward_the_hot_quota(tmp_path) -> None:  # type: ign
         assert store.stats()["tenants"]["a"]["hot_bytes"] == used
         assert store.abort_put(held[1].token)
         assert store.stats()["tenants"]["a"]["hot_bytes"] < used
-        assert store.reserve_put(b"again", 64 * KiB, ns="t.a.x") is not None  # the aborted room is back
+        assert store.reserve_put(b"again", 64 * KiB, ns="a#x") is not None  # the aborted room is back
     finally:
         store.close()
 
@@ -180,7 +184,7 @@ def test_deleting_a_namespace_cancels_its_open_reservations(tmp_path) -> None:  
         r = store.reserve_put(b"k", 64 * KiB, ns="gone")
         assert r is not None
         store.delete_namespace("gone")
-        with pytest.raises(InvalidValueError):
+        with pytest.raises(UnknownReservationError):
             store.commit_put(r.token)
         for i in range(40):  # enough to push everything out of hot and warm: no record of no namespace
             store.put(b"f%d" % i, bytes(64 * KiB))

@@ -192,20 +192,52 @@ class TierStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment", "cold_reader_slots")
+    __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment", "cold_reader_slots", "tenants", "scope")
     TIERS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HOT_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     COLD_READER_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
     namespaces: int
     pinned: int
     policy: str
     hot_segment: str
     cold_reader_slots: int
-    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., namespaces: _Optional[int] = ..., pinned: _Optional[int] = ..., policy: _Optional[str] = ..., hot_segment: _Optional[str] = ..., cold_reader_slots: _Optional[int] = ...) -> None: ...
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantUsage]
+    scope: str
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., namespaces: _Optional[int] = ..., pinned: _Optional[int] = ..., policy: _Optional[str] = ..., hot_segment: _Optional[str] = ..., cold_reader_slots: _Optional[int] = ..., tenants: _Optional[_Iterable[_Union[TenantUsage, _Mapping]]] = ..., scope: _Optional[str] = ...) -> None: ...
+
+class TenantUsage(_message.Message):
+    __slots__ = ("tenant", "hot_bytes", "warm_bytes", "cold_bytes", "records", "hot_limit", "warm_limit", "cold_limit", "records_limit", "hot_items", "warm_items", "cold_items")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    HOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WARM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COLD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HOT_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WARM_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COLD_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HOT_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    WARM_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    COLD_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    hot_bytes: int
+    warm_bytes: int
+    cold_bytes: int
+    records: int
+    hot_limit: int
+    warm_limit: int
+    cold_limit: int
+    records_limit: int
+    hot_items: int
+    warm_items: int
+    cold_items: int
+    def __init__(self, tenant: _Optional[str] = ..., hot_bytes: _Optional[int] = ..., warm_bytes: _Optional[int] = ..., cold_bytes: _Optional[int] = ..., records: _Optional[int] = ..., hot_limit: _Optional[int] = ..., warm_limit: _Optional[int] = ..., cold_limit: _Optional[int] = ..., records_limit: _Optional[int] = ..., hot_items: _Optional[int] = ..., warm_items: _Optional[int] = ..., cold_items: _Optional[int] = ...) -> None: ...
 
 class OpenLocalRequest(_message.Message):
     __slots__ = ()
@@ -276,12 +308,14 @@ class LocalPutBeginResponse(_message.Message):
     def __init__(self, reserved: _Optional[_Iterable[_Union[Reserved, _Mapping]]] = ...) -> None: ...
 
 class LocalPutCommitRequest(_message.Message):
-    __slots__ = ("commit", "abort")
+    __slots__ = ("commit", "abort", "checksums")
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
     commit: _containers.RepeatedScalarFieldContainer[int]
     abort: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, commit: _Optional[_Iterable[int]] = ..., abort: _Optional[_Iterable[int]] = ...) -> None: ...
+    checksums: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, commit: _Optional[_Iterable[int]] = ..., abort: _Optional[_Iterable[int]] = ..., checksums: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LocalPutCommitResponse(_message.Message):
     __slots__ = ("committed",)

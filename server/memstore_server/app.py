@@ -21,7 +21,7 @@ from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, Tok
 from memstore_server.config import ServerConfig, parse_size
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
-from memstore_server.servicer import SERVICE, StoreService
+from memstore_server.servicer import SERVICE, Limits, StoreService
 
 log = logging.getLogger("memstore.server")
 # Messages are at most one chunk plus headers; the limit leaves room and refuses anything bigger.
@@ -42,6 +42,7 @@ class RunningServer:
         self.service.shutting_down.set()
         self.server.stop(grace).wait()
         self.memory.close()
+        self.service.limits.close()
 
 
 def create_server(
@@ -54,6 +55,7 @@ def create_server(
     auth_tokens: str | None = None,
     embed_text: bool = False,
     tls: tuple[str, str, str | None] | None = None,
+    limits: Limits | None = None,
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
     mutual_tls = tls is not None and tls[2] is not None
@@ -79,7 +81,9 @@ def create_server(
     )
     capacity = store.stats()
     largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
-    service = StoreService(store, max_value_bytes=largest_tier)
+    # Bulk streams leave a quarter of the workers (at least 2) to health and control calls.
+    limits = limits or Limits(bulk_streams=max(1, max_workers - max(2, max_workers // 4)))
+    service = StoreService(store, max_value_bytes=largest_tier, limits=limits)
     embedder = None
     if embed_text:
         from memstore.embed import MiniLMEmbedder
@@ -144,6 +148,12 @@ def serve(config: ServerConfig) -> int:
             max_concurrent_rpcs=config.max_concurrent_rpcs,
             auth_tokens=config.auth_tokens or None,
             embed_text=config.embed_text,
+            limits=Limits(
+                call_bytes=config.max_call_bytes,
+                inflight_bytes=config.max_inflight_bytes,
+                bulk_streams=max(1, config.workers - max(2, config.workers // 4)),
+                stream_idle=config.stream_idle_timeout,
+            ),
             tls=(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None,
         )
     except BaseException:

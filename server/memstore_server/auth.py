@@ -8,8 +8,8 @@ call: a missing, unknown or expired token is UNAUTHENTICATED, a role too weak fo
 PERMISSION_DENIED. With mutual TLS, a client
 certificate can name its holder instead: a URI subject alternative name ``memstore://TENANT/ROLE``. The
 tenant comes from the token or the certificate alone and reaches the handlers through
-``current_tenant()``; every namespace a tenant names is stored under ``t.<tenant>.`` so nothing crosses
-tenants.
+``current_tenant()``, and every namespace a caller names is qualified with it
+(``memstore.tenancy``): tenant and name are one identity that no chosen name can imitate.
 """
 
 from __future__ import annotations
@@ -29,12 +29,20 @@ from typing import Any
 
 import grpc
 
+from memstore import tenancy
+
 ROLES = {"read": 1, "write": 2, "admin": 3}
 DEFAULT_TENANT = "default"
-_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_TENANT = tenancy.TENANT
 _CERT_URI = re.compile(r"^memstore://([A-Za-z0-9_-]{1,32})/(read|write|admin)$")
 log = logging.getLogger("memstore.auth")
 _tenant: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_tenant", default=DEFAULT_TENANT)
+# Who made the call (tenant and credential), for what must stay bound to its maker: reservations.
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_caller", default=DEFAULT_TENANT)
+# Whether the call's credential is still good (a token can be revoked or expire while a stream runs).
+_valid: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "memstore_credential_valid", default=lambda: True
+)
 
 # The role each method needs; methods not listed need "write".
 NEEDS: dict[str, str] = {
@@ -43,13 +51,16 @@ NEEDS: dict[str, str] = {
     "Stats": "read",
     "Lookup": "read",
     "Prefetch": "read",
-    "LocalGet": "read",
     "List": "read",
     "ListNamespaces": "read",
     "History": "read",
     "Search": "read",
     "DeleteNamespace": "admin",
+    # The shared-memory path maps the whole arena (every tenant's hot records): admin only.
     "OpenLocal": "admin",
+    "LocalGet": "admin",
+    "LocalPutBegin": "admin",
+    "LocalPutCommit": "admin",
 }
 
 
@@ -57,10 +68,18 @@ def current_tenant() -> str:
     return _tenant.get()
 
 
+def current_caller() -> str:
+    return _caller.get()
+
+
+def credential_still_valid() -> bool:
+    """False once the token of the running call was revoked or expired (streams check each message)."""
+    return _valid.get()()
+
+
 def tenant_namespace(name: str) -> str:
-    """The store namespace that holds a tenant's namespace ``name`` (the default tenant's are unprefixed)."""
-    tenant = current_tenant()
-    return name if tenant == DEFAULT_TENANT or not name else f"t.{tenant}.{name}"
+    """The store's namespace for the caller's namespace ``name`` (InvalidNamespaceError if malformed)."""
+    return tenancy.qualify(current_tenant(), name)
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,7 @@ class Principal:
     tenant: str
     role: str
     expires_at: float | None = None  # unix seconds; None never expires
+    credential: str = ""  # which token (its hash) or certificate: calls of one credential are one caller
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
@@ -117,7 +137,10 @@ def load_tokens(path: str) -> dict[str, Principal]:
                 entry = json.loads(line)
                 expires = entry.get("expires_at")
                 out[entry["sha256"]] = Principal(
-                    entry["tenant"], entry["role"], None if expires is None else float(expires)
+                    entry["tenant"],
+                    entry["role"],
+                    None if expires is None else float(expires),
+                    "token:" + entry["sha256"],
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"{path}:{n}: not a token entry ({exc})") from None
@@ -167,7 +190,7 @@ def certificate_principal(context: grpc.ServicerContext) -> Principal | None:
     for uri in context.auth_context().get("peer_uri", ()):
         match = _CERT_URI.match(uri.decode(errors="replace"))
         if match and match[1] != DEFAULT_TENANT:
-            return Principal(match[1], match[2])
+            return Principal(match[1], match[2], credential="cert:" + uri.decode())
     return None
 
 
@@ -200,6 +223,17 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     return None if principal.expired() else principal
         return None
 
+    def _still_valid(self, principal: Principal) -> Callable[[], bool]:
+        tokens = self.tokens
+
+        def check() -> bool:
+            if principal.expired():
+                return False
+            known = tokens.current() if tokens is not None else {}
+            return known.get(principal.credential.removeprefix("token:")) == principal
+
+        return check
+
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         method = details.method or ""
         if method.lstrip("/").startswith(self.open_services):
@@ -214,7 +248,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 return _refuse(
                     handler, grpc.StatusCode.UNAUTHENTICATED, "a valid, unexpired bearer token is required"
                 )
-            return _as(handler, lambda _context: principal, need)
+            return _as(handler, lambda _context: principal, need, self._still_valid(principal))
         # No token: the certificate, which only the call's context shows.
         return _as(handler, lambda context: certificate_principal(context) or self.certificate_default, need)
 
@@ -237,7 +271,12 @@ def _refuse(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     return _wrap(handler, wrap)
 
 
-def _as(handler: Any, principal_of: Callable[[grpc.ServicerContext], Principal | None], need: str) -> Any:
+def _as(
+    handler: Any,
+    principal_of: Callable[[grpc.ServicerContext], Principal | None],
+    need: str,
+    still_valid: Callable[[], bool] | None = None,
+) -> Any:
     """Run the handler as the call's principal, in its tenant, if its role is strong enough."""
 
     def wrap(behaviour: Callable[..., Any]) -> Callable[..., Any]:
@@ -251,23 +290,40 @@ def _as(handler: Any, principal_of: Callable[[grpc.ServicerContext], Principal |
             assert principal is not None
             if ROLES[principal.role] < ROLES[need]:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
-            token = _tenant.set(principal.tenant)
+            valid = still_valid or (lambda: True)
+            token, caller, check = (
+                _tenant.set(principal.tenant),
+                _caller.set(_caller_of(principal)),
+                _valid.set(valid),
+            )
             try:
                 result = behaviour(request, context)
                 if handler.response_streaming:  # a generator runs after we return: carry the tenant in
-                    return _tenant_stream(result, principal.tenant)
+                    return _tenant_stream(result, principal, valid)
                 return result
             finally:
                 _tenant.reset(token)
+                _caller.reset(caller)
+                _valid.reset(check)
 
         return run
 
     return _wrap(handler, wrap)
 
 
-def _tenant_stream(gen: Any, tenant: str) -> Any:
-    token = _tenant.set(tenant)
+def _caller_of(principal: Principal) -> str:
+    return f"{principal.tenant}/{principal.credential}"
+
+
+def _tenant_stream(gen: Any, principal: Principal, valid: Callable[[], bool]) -> Any:
+    token, caller, check = (
+        _tenant.set(principal.tenant),
+        _caller.set(_caller_of(principal)),
+        _valid.set(valid),
+    )
     try:
         yield from gen
     finally:
         _tenant.reset(token)
+        _caller.reset(caller)
+        _valid.reset(check)

@@ -64,6 +64,24 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("workers", "int", 16, "threads serving calls"),
     ("max_concurrent_rpcs", "int", 64, "calls beyond this are refused with RESOURCE_EXHAUSTED"),
     ("grace", "float", 10.0, "seconds calls in flight get to finish on SIGTERM/SIGINT"),
+    (
+        "max_call_bytes",
+        "size",
+        256 << 20,
+        "bytes of values one call may hold before they are stored (the largest value over gRPC)",
+    ),
+    (
+        "max_inflight_bytes",
+        "size",
+        1 << 30,
+        "bytes of values all calls together may hold before they are stored",
+    ),
+    (
+        "stream_idle_timeout",
+        "float",
+        30.0,
+        "seconds a Put or Get stream may move no message before it is cancelled",
+    ),
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
     ("quotas", "str", "", "JSON file of per-tenant quotas: bytes per tier, records, reserved shares"),
@@ -87,6 +105,9 @@ class ServerConfig:
     workers: int = 16
     max_concurrent_rpcs: int = 64
     grace: float = 10.0
+    max_call_bytes: int = 256 << 20
+    max_inflight_bytes: int = 1 << 30
+    stream_idle_timeout: float = 30.0
     log_level: str = "INFO"
     auth_tokens: str = ""
     quotas: str = ""

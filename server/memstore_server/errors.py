@@ -10,8 +10,10 @@ from memstore.errors import (
     InvalidNamespaceError,
     InvalidValueError,
     MemstoreError,
+    ReservationMismatchError,
     StoreClosedError,
     UnknownNamespaceError,
+    UnknownReservationError,
 )
 from memstore.memory import VersionConflict
 from memstore.wire import ValueTooLarge, WireError
@@ -32,8 +34,10 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ValueTooLarge):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, UnknownNamespaceError):
+    if isinstance(exc, UnknownNamespaceError | UnknownReservationError):
         return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, ReservationMismatchError):
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, InvalidKeyError | InvalidValueError | InvalidNamespaceError | WireError | TypeError):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, ValueError):

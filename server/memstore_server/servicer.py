@@ -8,12 +8,13 @@ message object.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -29,13 +30,13 @@ from memstore.record import RecordMeta, check_array_meta, value_to_raw
 from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
-from memstore_server.auth import tenant_namespace
+from memstore_server.auth import credential_still_valid, current_caller, tenant_namespace
 from memstore_server.errors import Abort, status_for
+from memstore_server.limits import ByteBudget, CallBytes, Progress, StreamSlots, Watchdog
 
 log = logging.getLogger("memstore.server")
 M = TypeVar("M", bound=Message)
 SERVICE = "memstore.v1.Store"
-_DTYPE = re.compile(r"^[<>|=]?[a-zA-Z][0-9]{0,2}$")
 _DURABILITY: dict[int, Durability] = {
     pb.DURABILITY_UNSPECIFIED: "cache",
     pb.CACHE: "cache",
@@ -61,8 +62,6 @@ def parse(cls: type[M], raw: bytes) -> M:
 
 def array_value(data: memoryview | bytes | bytearray, info: pb.ArrayInfo) -> np.ndarray:
     """Turn received bytes and their ArrayInfo into an array, refusing descriptions that disagree."""
-    if not _DTYPE.match(info.dtype):
-        raise InvalidValueError(f"dtype {info.dtype!r} is not a plain numpy dtype string such as '<f2'")
     shape = tuple(info.shape)
     check_array_meta(RecordMeta(0, len(data), info.dtype, shape))
     return np.frombuffer(data, dtype=np.dtype(info.dtype)).reshape(shape)
@@ -99,6 +98,37 @@ def _stream_handler(fn: Callable[..., Iterator[bytes]]) -> Callable[..., Iterato
     return run
 
 
+@dataclass
+class Limits:
+    """What bounds each bulk call (see ``memstore_server.limits``); the defaults suit tests and a laptop."""
+
+    call_bytes: int = 256 << 20
+    inflight_bytes: int = 1 << 30
+    bulk_streams: int = 12
+    stream_idle: float = 30.0
+    budget: ByteBudget = field(init=False)
+    slots: StreamSlots = field(init=False)
+    watchdog: Watchdog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = ByteBudget(self.inflight_bytes)
+        self.slots = StreamSlots(self.bulk_streams)
+        self.watchdog = Watchdog(self.stream_idle)
+
+    @contextlib.contextmanager
+    def bulk(self, context: grpc.ServicerContext) -> Iterator[tuple[Progress, CallBytes]]:
+        """Run one bulk stream: a slot, a watch on its progress, and its share of the byte budget."""
+        held = self.budget.call(self.call_bytes)
+        with self.slots.slot(), self.watchdog.watch(context) as progress:
+            try:
+                yield progress, held
+            finally:
+                held.release()
+
+    def close(self) -> None:
+        self.watchdog.close()
+
+
 class Servicer:
     """What every servicer shares: the shutdown flag, deadline checks and the error-to-status map."""
 
@@ -115,6 +145,13 @@ class Servicer:
         if remaining is not None and remaining <= 0:
             raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while the call was running")
 
+    def check_call(self, context: grpc.ServicerContext) -> None:
+        """Between the messages of a stream: the deadline, shutdown, and a credential revoked meanwhile."""
+        self.check_deadline(context)
+        self.check_serving()
+        if not credential_still_valid():
+            raise Abort(grpc.StatusCode.UNAUTHENTICATED, "the call's token was revoked or expired")
+
     @staticmethod
     def abort(context: grpc.ServicerContext, exc: BaseException) -> None:
         code = status_for(exc)
@@ -124,10 +161,11 @@ class Servicer:
 
 
 class StoreService(Servicer):
-    def __init__(self, store: TieredStore, *, max_value_bytes: int) -> None:
+    def __init__(self, store: TieredStore, *, max_value_bytes: int, limits: Limits | None = None) -> None:
         super().__init__()
         self.store = store
         self.max_value_bytes = max_value_bytes
+        self.limits = limits or Limits()
         self._defaults: set[str] = set()
 
     def _ns(self, name: str) -> str:
@@ -151,8 +189,6 @@ class StoreService(Servicer):
         if req.cold_codec:
             opts["cold_codec"] = req.cold_codec
         if req.HasField("value_layout"):
-            if not _DTYPE.match(req.value_layout.dtype):
-                raise InvalidValueError(f"dtype {req.value_layout.dtype!r} is not a plain numpy dtype string")
             opts["value_dtype"] = req.value_layout.dtype
             opts["value_shape"] = tuple(req.value_layout.shape)
         ns = self.store.create_namespace(
@@ -171,50 +207,62 @@ class StoreService(Servicer):
 
     @handler
     def put(self, stream: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
-        namespace: str | None = None
-        assembler = Assembler(self.max_value_bytes)
-        batch: list[tuple[bytes, Any]] = []
-        parents: list[bytes | None] = []
-        batch_bytes = stored = 0
-        for raw in stream:
-            self.check_deadline(context)
-            chunk, data = parse_chunk(pb.PutChunk, raw)
-            if namespace is None:
-                namespace = self._ns(chunk.namespace)
-            for item, piece in pieces(chunk.items, data):
-                if item.offset == 0:
-                    array = item.array if item.HasField("array") else None
-                value = assembler.feed(item.key, item.size, item.offset, piece)
-                if value is None:
-                    continue
-                batch.append((item.key, array_value(value, array) if array is not None else value))
-                parents.append(item.parent or None)
-                batch_bytes += len(value)
-                if batch_bytes >= _PUT_BATCH_BYTES:  # hand over in batches: bounded memory per call
-                    self.store.put_many(batch, ns=namespace, parents=parents)
-                    stored, batch, parents, batch_bytes = stored + len(batch), [], [], 0
-        assembler.finish()
-        if batch:
-            self.store.put_many(batch, ns=namespace or "default", parents=parents)
-            stored += len(batch)
-        return pb.PutResponse(stored=stored).SerializeToString()
+        with self.limits.bulk(context) as (progress, held):
+            namespace: str | None = None
+            assembler = Assembler(min(self.max_value_bytes, held.limit))
+            batch: list[tuple[bytes, Any]] = []
+            parents: list[bytes | None] = []
+            stored = 0
+
+            def hand_over() -> None:  # to the store, in batches: memory per call stays bounded
+                nonlocal stored, batch, parents
+                if batch:
+                    self.store.put_many(batch, ns=namespace or tenant_namespace("default"), parents=parents)
+                    stored, batch, parents = stored + len(batch), [], []
+                held.release()
+
+            for raw in stream:
+                progress.touch()
+                self.check_call(context)
+                chunk, data = parse_chunk(pb.PutChunk, raw)
+                if namespace is None:
+                    namespace = self._ns(chunk.namespace)
+                for item, piece in pieces(chunk.items, data):
+                    if item.offset == 0:
+                        array = item.array if item.HasField("array") else None
+                        if (
+                            held.held + min(item.size, held.limit) > held.limit
+                            or held.held >= _PUT_BATCH_BYTES
+                        ):
+                            hand_over()
+                    held.take(len(piece))  # bytes that arrived, never a declared size
+                    value = assembler.feed(item.key, item.size, item.offset, piece)
+                    if value is not None:
+                        batch.append((item.key, array_value(value, array) if array is not None else value))
+                        parents.append(item.parent or None)
+            assembler.finish()
+            hand_over()
+            return pb.PutResponse(stored=stored).SerializeToString()
 
     @_stream_handler
     def get(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         req = parse(pb.GetRequest, raw)
         ns = self._ns(req.namespace)
+        with self.limits.bulk(context) as (progress, _held):
 
-        def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
-            for index, key in enumerate(req.keys):
-                self.check_deadline(context)
-                value = self.store.get(key, ns=ns, promote=not req.no_promote)
-                if value is None:
-                    yield {"index": index, "found": False}, memoryview(b"")
-                    continue
-                data, info = value_bytes(value)
-                yield {"index": index, "found": True, "size": len(data), "array": info}, data
+            def values() -> Iterator[tuple[dict[str, Any], memoryview]]:
+                for index, key in enumerate(req.keys):
+                    self.check_call(context)
+                    value = self.store.get(key, ns=ns, promote=not req.no_promote)
+                    if value is None:
+                        yield {"index": index, "found": False}, memoryview(b"")
+                        continue
+                    data, info = value_bytes(value)
+                    yield {"index": index, "found": True, "size": len(data), "array": info}, data
 
-        yield from pack(pb.GetChunk, values())
+            for message in pack(pb.GetChunk, values()):
+                yield message
+                progress.touch()  # the transport took it: the reader is reading
 
     @handler
     def delete(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -332,10 +380,8 @@ class StoreService(Servicer):
                 raise ValueTooLarge(f"a value of {item.size} bytes exceeds the largest tier")
             dtype = shape = None
             if item.HasField("array"):
-                if not _DTYPE.match(item.array.dtype):
-                    raise InvalidValueError(f"dtype {item.array.dtype!r} is not a plain numpy dtype string")
                 dtype, shape = item.array.dtype, tuple(item.array.shape)
-            r = self.store.reserve_put(
+            r = self.store.reserve_put(  # validates key, dtype and shape as Put does
                 item.key,
                 item.size,
                 ns=self._ns(req.namespace),
@@ -343,6 +389,7 @@ class StoreService(Servicer):
                 shape=shape,
                 lease=lease,
                 parent=item.parent or None,
+                owner=current_caller(),
             )
             if r is None:
                 out.reserved.add(ok=False)
@@ -353,10 +400,14 @@ class StoreService(Servicer):
     @handler
     def local_put_commit(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.LocalPutCommitRequest, raw)
+        if len(req.checksums) != len(req.commit):
+            raise InvalidValueError(
+                f"one checksum per committed reservation: {len(req.checksums)} for {len(req.commit)}"
+            )
         for token in req.abort:
-            self.store.abort_put(token)
-        for token in req.commit:
-            self.store.commit_put(token)
+            self.store.abort_put(token, owner=current_caller())
+        if req.commit:
+            self.store.commit_puts(list(req.commit), list(req.checksums), owner=current_caller())
         return pb.LocalPutCommitResponse(committed=len(req.commit)).SerializeToString()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
