@@ -1,4 +1,4 @@
-"""The ``memstore`` command: ``memstore serve`` and ``memstore stats``."""
+"""The ``memstore`` command: ``serve``, ``stats``, ``token create``, ``check`` and ``salvage``."""
 
 from __future__ import annotations
 
@@ -59,15 +59,65 @@ def _stats(args: argparse.Namespace) -> int:
                 f"{s['compression_ratio']:.2f}x" if s["compression_ratio"] else "-",
             ]
         )
+    if st["scope"]:
+        print(
+            f"memstore at {args.target}: tenant {st['scope']} (its own records only), policy {st['policy']}"
+        )
+    else:
+        print(
+            f"memstore at {args.target}: {st['namespaces']} namespaces, policy {st['policy']}, "
+            f"{st['pinned']} pinned, segment {st['hot_segment']}"
+        )
+    _table(cols, rows)
+    if st["tenants"]:
+        print()
+        tcols = ["tenant", "hot", "warm", "cold", "records"]
+        trows = []
+        for tenant, u in st["tenants"].items():
+            trows.append(
+                [tenant]
+                + [_used(u[f"{t}_bytes"], u[f"{t}_limit"]) for t in ("hot", "warm", "cold")]
+                + [_used(u["records"], u["records_limit"], size=False)]
+            )
+        _table(tcols, trows)
+    return 0
+
+
+def _table(cols: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print(
-        f"memstore at {args.target}: {st['namespaces']} namespaces, policy {st['policy']}, "
-        f"{st['pinned']} pinned, segment {st['hot_segment']}"
-    )
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
-    return 0
+
+
+def _used(n: int, limit: int, *, size: bool = True) -> str:
+    shown = _size(n) if size else f"{n:,}"
+    if not limit:
+        return shown
+    return f"{shown} / {_size(limit) if size else f'{limit:,}'}"
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``check``: exit 0 if every record passes, 1 if anything is damaged; ``salvage``: 0 once copied."""
+    from memstore import check
+
+    if args.command == "salvage":
+        report = check.salvage(args.data_dir, args.new_dir, progress=sys.stderr.isatty())
+        print(f"salvaged {report.good:,} records into {args.new_dir}; left out {len(report.bad):,} failing")
+    else:
+        report = check.scan(args.data_dir, progress=sys.stderr.isatty())
+        print(
+            f"{args.data_dir}: {len(report.namespaces)} namespaces, {report.good:,} records pass their checks"
+        )
+    if report.problem:
+        print(f"damaged: {report.problem}")
+    if report.unreadable:
+        print(f"damaged: {report.unreadable}")
+    if report.bad:
+        print(f"damaged: {len(report.bad):,} fail their checks, e.g. {report.bad[0]!r}")
+    if args.command == "check" and report.damaged:
+        print(f"to copy out what is intact: memstore salvage {args.data_dir} NEW_DIR")
+    return 1 if args.command == "check" and report.damaged else 0
 
 
 def _size(n: int) -> str:
@@ -106,8 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("target", nargs="?", default="127.0.0.1:50051", help="HOST:PORT or unix:PATH")
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     stats.add_argument("--token", default=None, help="bearer token (or MEMSTORE_TOKEN)")
+    check = sub.add_parser("check", help="verify every record of a data dir (of a stopped server)")
+    check.add_argument("data_dir")
+    salvage = sub.add_parser("salvage", help="copy every record that passes its checks into a new data dir")
+    salvage.add_argument("data_dir")
+    salvage.add_argument("new_dir")
     args = parser.parse_args(argv)
+    from memstore.errors import MemstoreError
+
     try:
+        if args.command in ("check", "salvage"):
+            return _check(args)
         if args.command == "token":
             from memstore_server.auth import create_token, parse_duration
 
@@ -115,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(create_token(args.file, args.tenant, args.role, expires))
             return 0
         return _serve(args) if args.command == "serve" else _stats(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, MemstoreError) as exc:
         print(f"memstore: {exc}", file=sys.stderr)
         return 2
 

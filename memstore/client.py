@@ -172,6 +172,11 @@ def _stats_dict(resp: pb.StatsResponse) -> dict[str, Any]:
     out.update(
         namespaces=resp.namespaces, pinned=resp.pinned, policy=resp.policy, hot_segment=resp.hot_segment
     )
+    out["scope"] = resp.scope or None  # None: the whole store's figures (an admin caller)
+    out["tenants"] = {
+        u.tenant: {f.name: getattr(u, f.name) for f in u.DESCRIPTOR.fields if f.name != "tenant"}
+        for u in resp.tenants
+    }
     return out
 
 

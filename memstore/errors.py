@@ -73,3 +73,8 @@ class UnknownReservationError(MemstoreError):
 class ReservationMismatchError(MemstoreError):
     """The arena does not hold the bytes a commit's checksum names: the value was not written (or not
     completely); the reservation was given back. Write the value and reserve again, or use Put."""
+
+
+class DamagedStoreError(MemstoreError):
+    """The data dir's files are damaged (for example an LMDB file cut short): the store does not open.
+    ``memstore check DIR`` reports what is intact, ``memstore salvage DIR NEW_DIR`` copies it out."""

@@ -76,19 +76,22 @@ class Usage:
 
     def __init__(self, counted: set[str]) -> None:
         self.bytes: dict[str, Counter[str]] = {tier: Counter() for tier in TIERS}
+        self.items: dict[str, Counter[str]] = {tier: Counter() for tier in TIERS}
         self.records: Counter[str] = Counter()
         self._counted = counted  # tenants whose records are counted (those with a quota)
         self._tiers_holding: Counter[bytes] = Counter()
 
-    def added(self, tier: str, tenant: str, fk: bytes, nbytes: int) -> None:
+    def added(self, tier: str, tenant: str, fk: bytes, nbytes: int, *, item: bool = True) -> None:
         self.bytes[tier][tenant] += nbytes
+        self.items[tier][tenant] += item
         if tenant in self._counted:
             self._tiers_holding[fk] += 1
             if self._tiers_holding[fk] == 1:
                 self.records[tenant] += 1
 
-    def removed(self, tier: str, tenant: str, fk: bytes, nbytes: int) -> None:
+    def removed(self, tier: str, tenant: str, fk: bytes, nbytes: int, *, item: bool = True) -> None:
         self.bytes[tier][tenant] -= nbytes
+        self.items[tier][tenant] -= item
         if tenant in self._counted:
             self._tiers_holding[fk] -= 1
             if self._tiers_holding[fk] <= 0:
@@ -97,6 +100,10 @@ class Usage:
 
     def holds(self, fk: bytes) -> bool:
         return fk in self._tiers_holding
+
+    def tenants(self) -> set[str]:
+        """Tenants holding anything in some tier."""
+        return {t for tier in TIERS for t, n in self.items[tier].items() if n > 0}
 
 
 class AccountedIndex(dict[bytes, E], Generic[E]):

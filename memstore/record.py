@@ -192,6 +192,10 @@ def check_array_meta(meta: RecordMeta) -> None:
         if not isinstance(d, int) or d < 0:
             raise InvalidValueError(f"dimensions are non-negative ints, not {d!r}")
         count *= d
+    if count * dtype.itemsize >= 1 << 63:
+        raise InvalidValueError(
+            f"shape {list(shape)} of {meta.dtype} describes more bytes than a record holds"
+        )
     if count * dtype.itemsize != meta.raw_len:
         raise InvalidValueError(
             f"dtype {meta.dtype} and shape {meta.shape} describe {count * dtype.itemsize} bytes, "

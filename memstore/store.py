@@ -27,8 +27,10 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import secrets
+import struct
 import threading
 import time
 from collections import deque
@@ -39,9 +41,11 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import xxhash
+import zstandard
 
 from memstore import settings, tenancy
 from memstore.admission import make_admission
+from memstore.check import check_openable
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
 from memstore.cold import ColdFullError, ColdTier, lmdb_cost
 from memstore.errors import (
@@ -78,6 +82,17 @@ from memstore.record import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("memstore.store")
+# What a bad record raises when it is checked, decoded or encoded: its own fault, kept to itself.
+POISON = (
+    CorruptRecordError,
+    ValueError,
+    TypeError,
+    struct.error,
+    IndexError,
+    OverflowError,
+    zstandard.ZstdError,
+)
 Durability = Literal["cache", "persistent"]
 Value = Any  # bytes or a numpy array (Any: numpy arrays do not type-check as one union member)
 
@@ -260,8 +275,35 @@ class TieredStore:
             self._lockfile.close()
             raise StoreLockedError(f"{self.path} is open in another process") from None
         self._owner_file = os.path.join(self.path, "hot.segment")
-        self._remove_dead_segment()
+        try:
+            self._remove_dead_segment()
+            check_openable(self.path)  # a damaged file is a clear error, never a SIGBUS
+            self._open(hot_bytes, warm_bytes, cold_bytes, quotas, background_compression, prefault)
+        except BaseException:
+            self._abandon()
+            raise
 
+    def _abandon(self) -> None:
+        """A start that failed leaves nothing behind: no arena segment, no lock held."""
+        with contextlib.suppress(Exception):
+            if getattr(self, "_cold", None) is not None:
+                self._cold.close()
+        with contextlib.suppress(Exception):
+            if getattr(self, "_hot", None) is not None:
+                self._hot.close()
+                os.unlink(self._owner_file)
+        fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        self._lockfile.close()
+
+    def _open(
+        self,
+        hot_bytes: int,
+        warm_bytes: int,
+        cold_bytes: int,
+        quotas: Mapping[str, Quota] | None,
+        background_compression: bool,
+        prefault: bool,
+    ) -> None:
         self._cold = ColdTier(
             os.path.join(self.path, "cold"),
             self._fixed_map_size(max(cold_bytes, 1 << 20)),
@@ -694,20 +736,22 @@ class TieredStore:
                 "namespaces": len(self._namespaces),
                 "pinned": len(self._pinned),
                 "policy": self._policy_name,
-                "tenants": {  # usage of tenants with a quota, next to their limits
-                    tenant: {
-                        **{
-                            f"{tier}_bytes": self._usage.bytes[tier][tenant]
-                            for tier in ("hot", "warm", "cold")
-                        },
-                        "records": self._usage.records[tenant],
-                        "quota": dataclasses.asdict(quota),
-                    }
-                    for tenant, quota in self._quotas.items()
+                "tenants": {  # usage of every tenant holding records or with a quota, next to its limits
+                    tenant: self._tenant_usage(tenant)
+                    for tenant in sorted(self._usage.tenants() | set(self._quotas))
                 },
                 "hot_segment": self._hot.name,
                 "path": self.path,
             }
+
+    def _tenant_usage(self, tenant: str) -> dict[str, Any]:
+        quota = self._quotas.get(tenant)
+        return {
+            **{f"{tier}_bytes": self._usage.bytes[tier][tenant] for tier in ("hot", "warm", "cold")},
+            **{f"{tier}_items": self._usage.items[tier][tenant] for tier in ("hot", "warm", "cold")},
+            "records": self._usage.records[tenant],
+            "quota": dataclasses.asdict(quota) if quota is not None else None,
+        }
 
     def close(self) -> None:
         """Write hot and warm contents down to cold (as far as its budget allows) and release everything."""
@@ -726,11 +770,11 @@ class TieredStore:
                 entry = self._hot_index[fk]  # type: ignore[index]
                 if not entry.clean:
                     record = bytes(self._hot.record(entry))
-                    self._write_down(fk, record, entry.meta, compressed=False)  # type: ignore[arg-type]
+                    self._write_down(fk, record, entry.meta, compressed=False, tier="hot")  # type: ignore[arg-type]
             for fk in reversed(self._warm_policy.ordered()):
-                w = self._warm_index[fk]  # type: ignore[index]
-                if not w.clean:
-                    self._write_down(fk, w.record, w.meta, compressed=w.compressed)  # type: ignore[arg-type]
+                w = self._warm_index.get(fk)  # type: ignore[call-overload]
+                if w is not None and not w.clean:
+                    self._write_down(fk, w.record, w.meta, compressed=w.compressed, tier="warm")  # type: ignore[arg-type]
         self._cold.flush()
         self._cold.close()
         self._hot.close()
@@ -835,7 +879,7 @@ class TieredStore:
         """Reserved arena bytes count toward the tenant's hot bytes (and record limit) from the
         reservation on, so uncommitted reservations cannot take more of the arena than its quota."""
         change = self._usage.added if held else self._usage.removed
-        change("hot", self._tenant_of(r.fk), r.fk, r.header_len + r.meta.raw_len)
+        change("hot", self._tenant_of(r.fk), r.fk, r.header_len + r.meta.raw_len, item=False)
 
     def commit_put(self, token: int, checksum: int | None = None, *, owner: str = "") -> None:
         """Publish one reserved value (see ``commit_puts``)."""
@@ -1053,7 +1097,7 @@ class TieredStore:
         if warm is not None:
             try:
                 meta, raw = self._decode(warm.record)
-            except CorruptRecordError:
+            except POISON:
                 with self._lock:
                     self._stats["warm"].checksum_failures += 1
                     if self._warm_index.get(fk) is warm:
@@ -1077,7 +1121,7 @@ class TieredStore:
             return None
         try:
             found = self._cold.read(fk, self._decode_owned)
-        except CorruptRecordError:
+        except POISON:
             with self._lock:
                 self._stats["cold"].checksum_failures += 1
                 fut = self._drop_cold(fk, durable=ns.persistent)  # quarantine: never served again
@@ -1179,6 +1223,24 @@ class TieredStore:
 
     def _demote_hot(self, fk: bytes) -> bool:
         entry = self._hot_index[fk]
+        try:
+            moved = self._move_hot_down(fk, entry)
+        except POISON as exc:  # this record's fault: it leaves the tier, the caller's work goes on
+            self._quarantine(fk, "hot", exc)
+            return True
+        if not moved:
+            return False
+        del self._hot_index[fk]
+        self._hot_policy.evict(fk)
+        if fk in self._prefetched:
+            self._prefetched.discard(fk)
+            self._bump("prefetch_wasted")
+        self._hot.release(entry)
+        self._stats["hot"].demotions += 1
+        return True
+
+    def _move_hot_down(self, fk: bytes, entry: HotEntry) -> bool:
+        """Copy a dirty hot record to warm (or straight to cold); False if neither can take it."""
         if not entry.clean:
             length = entry.length
             if length > self._warm_capacity or not self._make_room_warm(fk, length):
@@ -1192,15 +1254,22 @@ class TieredStore:
                 self._submit_cold(fk, record, entry.meta, persistent=False)
             else:
                 record = bytes(self._hot.record(entry))
+                split_record(record)  # a bad header stops here, not in warm
                 self._insert_warm(fk, WarmEntry(record, entry.meta, clean=False, compressed=False))
-        del self._hot_index[fk]
-        self._hot_policy.evict(fk)
-        if fk in self._prefetched:
-            self._prefetched.discard(fk)
-            self._bump("prefetch_wasted")
-        self._hot.release(entry)
-        self._stats["hot"].demotions += 1
         return True
+
+    def _quarantine(self, fk: bytes, tier: str, exc: BaseException) -> None:
+        """A record that failed its checks while being moved: removed from hot and warm (a clean cold
+        copy, checked on its own read, stays), counted, logged, and never raised into the caller."""
+        self._stats[tier].checksum_failures += isinstance(exc, CorruptRecordError)
+        self._bump("quarantined", tier=tier)
+        log.warning("record %r failed its checks in %s and was removed: %s", fk, tier, exc)
+        entry = self._hot_index.get(fk) if tier == "hot" else self._warm_index.get(fk)
+        self._drop_upper(fk)
+        self._prefetched.discard(fk)
+        if entry is not None and not entry.clean:  # no copy is left: the value leaves the store
+            self._parents.pop(fk, None)
+            self._pinned.discard(fk)
 
     def _insert_warm(self, fk: bytes, w: WarmEntry) -> None:
         self._warm_index[fk] = w
@@ -1222,6 +1291,13 @@ class TieredStore:
 
     def _demote_warm(self, fk: bytes) -> bool:
         w = self._warm_index[fk]
+        try:
+            return self._move_warm_down(fk, w)
+        except POISON as exc:
+            self._quarantine(fk, "warm", exc)
+            return True
+
+    def _move_warm_down(self, fk: bytes, w: WarmEntry) -> bool:
         if not w.clean and not self._admission.admit(fk):
             self._bump("not_admitted", tier="warm")
             self._parents.pop(fk, None)  # the value leaves the store
@@ -1372,12 +1448,18 @@ class TieredStore:
             w.clean = False
         return self._cold.submit_delete(fk, durable=durable)
 
-    def _write_down(self, fk: bytes, record: bytes, meta: RecordMeta, *, compressed: bool) -> None:
-        """At close: move one dirty upper entry to cold if the budget allows."""
+    def _write_down(self, fk: bytes, record: bytes, meta: RecordMeta, *, compressed: bool, tier: str) -> None:
+        """At close: move one dirty upper entry to cold if the budget allows (a bad one is dropped)."""
         ns = self._ns_by_prefix[fk[: 1 + fk[0]]]
-        if not compressed or ns.warm_codec != ns.cold_codec:
-            _, raw = self._decode(record)
-            record = self._encode_for(ns.cold_codec, memoryview(raw), meta.with_codec(RAW.id))
+        try:
+            if not compressed or ns.warm_codec != ns.cold_codec:
+                _, raw = self._decode(record)
+                record = self._encode_for(ns.cold_codec, memoryview(raw), meta.with_codec(RAW.id))
+            else:
+                parse_record(record)
+        except POISON as exc:
+            self._quarantine(fk, tier, exc)
+            return
         if self._make_room_cold(fk, len(record)):
             self._submit_cold(fk, record, meta, persistent=False)
 
@@ -1443,8 +1525,8 @@ class TieredStore:
             try:
                 _, payload = parse_record(w.record)
                 record = self._encode_for(ns.warm_codec, payload, w.meta)
-            except CorruptRecordError:
-                pass  # the reader that finds it counts and removes it
+            except POISON:
+                pass  # left uncompressed: the reader or the demotion that finds it quarantines it
             finally:
                 with self._lock:
                     self._compacting -= 1

@@ -101,7 +101,9 @@ def test_kill9_of_the_server_under_write_load(tmp_path, seed) -> None:  # type: 
             for t in threads:
                 t.start()
             time.sleep(rng.uniform(0.3, 1.2))
-            if _round % 4 == 0:  # now and then, enough cache puts to fill hot and warm (16 MiB) and reach cold
+            if (
+                _round % 4 == 0
+            ):  # now and then, enough cache puts to fill hot and warm (16 MiB) and reach cold
                 until = time.monotonic() + 60
                 while len(cache_keys) - round_start < 500 and time.monotonic() < until:
                     time.sleep(0.05)

@@ -14,6 +14,7 @@ tenant comes from the token or the certificate alone and reaches the handlers th
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -23,7 +24,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ log = logging.getLogger("memstore.auth")
 _tenant: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_tenant", default=DEFAULT_TENANT)
 # Who made the call (tenant and credential), for what must stay bound to its maker: reservations.
 _caller: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_caller", default=DEFAULT_TENANT)
+_role: contextvars.ContextVar[str] = contextvars.ContextVar("memstore_role", default="admin")
 # Whether the call's credential is still good (a token can be revoked or expire while a stream runs).
 _valid: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
     "memstore_credential_valid", default=lambda: True
@@ -70,6 +72,11 @@ def current_tenant() -> str:
 
 def current_caller() -> str:
     return _caller.get()
+
+
+def current_role() -> str:
+    """The role of the running call (without authentication every caller is the default tenant's admin)."""
+    return _role.get()
 
 
 def credential_still_valid() -> bool:
@@ -291,20 +298,11 @@ def _as(
             if ROLES[principal.role] < ROLES[need]:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
             valid = still_valid or (lambda: True)
-            token, caller, check = (
-                _tenant.set(principal.tenant),
-                _caller.set(_caller_of(principal)),
-                _valid.set(valid),
-            )
-            try:
+            with _acting_as(principal, valid):
                 result = behaviour(request, context)
-                if handler.response_streaming:  # a generator runs after we return: carry the tenant in
-                    return _tenant_stream(result, principal, valid)
-                return result
-            finally:
-                _tenant.reset(token)
-                _caller.reset(caller)
-                _valid.reset(check)
+            if handler.response_streaming:  # a generator runs after we return: carry the principal in
+                return _tenant_stream(result, principal, valid)
+            return result
 
         return run
 
@@ -315,15 +313,22 @@ def _caller_of(principal: Principal) -> str:
     return f"{principal.tenant}/{principal.credential}"
 
 
-def _tenant_stream(gen: Any, principal: Principal, valid: Callable[[], bool]) -> Any:
-    token, caller, check = (
+@contextlib.contextmanager
+def _acting_as(principal: Principal, valid: Callable[[], bool]) -> Iterator[None]:
+    """The call's tenant, identity, role and credential check, for the code that serves it."""
+    tokens = (
         _tenant.set(principal.tenant),
         _caller.set(_caller_of(principal)),
+        _role.set(principal.role),
         _valid.set(valid),
     )
     try:
-        yield from gen
+        yield
     finally:
-        _tenant.reset(token)
-        _caller.reset(caller)
-        _valid.reset(check)
+        for var, token in zip((_tenant, _caller, _role, _valid), tokens, strict=True):
+            var.reset(token)  # type: ignore[attr-defined]
+
+
+def _tenant_stream(gen: Any, principal: Principal, valid: Callable[[], bool]) -> Any:
+    with _acting_as(principal, valid):
+        yield from gen

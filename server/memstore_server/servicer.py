@@ -30,7 +30,13 @@ from memstore.record import RecordMeta, check_array_meta, value_to_raw
 from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
-from memstore_server.auth import credential_still_valid, current_caller, tenant_namespace
+from memstore_server.auth import (
+    credential_still_valid,
+    current_caller,
+    current_role,
+    current_tenant,
+    tenant_namespace,
+)
 from memstore_server.errors import Abort, status_for
 from memstore_server.limits import ByteBudget, CallBytes, Progress, StreamSlots, Watchdog
 
@@ -65,6 +71,18 @@ def array_value(data: memoryview | bytes | bytearray, info: pb.ArrayInfo) -> np.
     shape = tuple(info.shape)
     check_array_meta(RecordMeta(0, len(data), info.dtype, shape))
     return np.frombuffer(data, dtype=np.dtype(info.dtype)).reshape(shape)
+
+
+def _tenant_usage(tenant: str, usage: dict[str, Any]) -> pb.TenantUsage:
+    quota = usage.get("quota") or {}
+    return pb.TenantUsage(
+        tenant=tenant,
+        records=usage.get("records", 0),
+        records_limit=quota.get("records") or 0,
+        **{f"{t}_bytes": max(0, usage[f"{t}_bytes"]) for t in ("hot", "warm", "cold")},
+        **{f"{t}_items": max(0, usage[f"{t}_items"]) for t in ("hot", "warm", "cold")},
+        **{f"{t}_limit": quota.get(f"{t}_bytes") or 0 for t in ("hot", "warm", "cold")},
+    )
 
 
 def value_bytes(value: Any) -> tuple[memoryview, pb.ArrayInfo | None]:
@@ -282,23 +300,44 @@ class StoreService(Servicer):
 
     @handler
     def stats(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        """The whole store for an admin caller; the caller's own tenant alone for anyone else."""
         parse(pb.StatsRequest, raw)
         st = self.store.stats()
+        usage = st["tenants"]
+        if current_role() == "admin":
+            tiers = [
+                pb.TierStats(
+                    name=name,
+                    **{f: int(st[name][f]) for f in TIER_COUNTERS},
+                    compression_ratio=float(st[name]["compression_ratio"] or 0.0),
+                )
+                for name in ("hot", "warm", "cold")
+            ]
+            return pb.StatsResponse(
+                tiers=tiers,
+                namespaces=st["namespaces"],
+                pinned=st["pinned"],
+                policy=st["policy"],
+                hot_segment=st["hot_segment"],
+                cold_reader_slots=st["cold"]["reader_slots"],
+                tenants=[_tenant_usage(t, u) for t, u in usage.items()],
+            ).SerializeToString()
+        tenant = current_tenant()
+        own = usage.get(tenant) or {
+            f"{t}_{k}": 0 for t in ("hot", "warm", "cold") for k in ("bytes", "items")
+        }
+        quota = own.get("quota") or {}
         tiers = [
             pb.TierStats(
                 name=name,
-                **{f: int(st[name][f]) for f in TIER_COUNTERS},
-                compression_ratio=float(st[name]["compression_ratio"] or 0.0),
+                items=own[f"{name}_items"],
+                bytes=own[f"{name}_bytes"],
+                capacity_bytes=quota.get(f"{name}_bytes") or st[name]["capacity_bytes"],
             )
             for name in ("hot", "warm", "cold")
         ]
         return pb.StatsResponse(
-            tiers=tiers,
-            namespaces=st["namespaces"],
-            pinned=st["pinned"],
-            policy=st["policy"],
-            hot_segment=st["hot_segment"],
-            cold_reader_slots=st["cold"]["reader_slots"],
+            tiers=tiers, policy=st["policy"], tenants=[_tenant_usage(tenant, own)], scope=tenant
         ).SerializeToString()
 
     @handler
