@@ -444,6 +444,19 @@ def test_statuses_and_per_tenant_stats(server: Server, channel: grpc.Channel) ->
     assert whole["hot"]["bytes"] >= st["hot"]["bytes"]
 
 
+def test_a_filter_nested_too_deep_is_invalid_argument(server: Server, channel: grpc.Channel) -> None:
+    for depth in (40, 5000):
+        deep = '{"a": ' * depth + "1" + "}" * depth
+        req = pb.MemorySearchRequest(
+            namespace_prefix=["notes"], query="q", filter_json=deep
+        ).SerializeToString()
+        search = channel.unary_unary("/memstore.v1.Memory/Search")
+        code = _code(lambda r=req, s=search: s(r, metadata=server.md("alice", "write"), timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, depth
+    with server.client("alice", "write") as alice:  # a filter of ordinary depth still works
+        assert alice.memory.search(("notes",), query="q", filter={"secret": {"$in": [1]}}) is not None
+
+
 def test_a_poisoned_record_stays_with_its_owner(tmp_path: Any) -> None:
     """Bytes of alice's records are flipped in the arena; bob's flood demotes them: bob's puts all
     succeed, the bad records are quarantined and counted, SIGTERM still exits 0 and writes bob's down."""

@@ -16,6 +16,18 @@ from memstore_server.auth import current_tenant, tenant_namespace
 from memstore_server.servicer import Servicer, handler, parse
 
 SERVICE = "memstore.v1.Memory"
+MAX_FILTER_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON objects and lists nest (counted without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class MemoryService(Servicer):
@@ -121,10 +133,12 @@ class MemoryService(Servicer):
         req = parse(pb.MemorySearchRequest, raw)
         try:
             flt = json.loads(req.filter_json) if req.filter_json else None
-        except json.JSONDecodeError as exc:
-            raise InvalidValueError(f"filter_json is not JSON: {exc}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidValueError(f"filter_json is not JSON of a usable depth: {exc}") from None
         if flt is not None and not isinstance(flt, dict):
             raise InvalidValueError("filter_json must be a JSON object")
+        if _depth(flt) > MAX_FILTER_DEPTH:
+            raise InvalidValueError(f"filters nest at most {MAX_FILTER_DEPTH} levels deep")
         found = self.memory.search(
             tuple(req.namespace_prefix),
             vector=list(req.vector) or None,

@@ -172,6 +172,9 @@ class Servicer:
 
     @staticmethod
     def abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+        if not context.is_active():  # the client cancelled (or the watchdog did): nothing to answer
+            log.debug("call ended before its answer: %s", exc)
+            return
         code = status_for(exc)
         if code == grpc.StatusCode.INTERNAL:
             log.exception("unexpected error in a handler")
