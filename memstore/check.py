@@ -13,7 +13,6 @@ unnoticed by LMDB itself. So:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -21,11 +20,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import lmdb
 
 from memstore.errors import CorruptRecordError, DamagedStoreError
+from memstore.migrate import namespace_options
 from memstore.record import parse_record
+from memstore.tenancy import key_prefix
 
 DATA_FILE = os.path.join("cold", "data.mdb")
 
@@ -67,7 +69,7 @@ def check_openable(data_dir: str) -> None:
 class Report:
     path: str
     problem: str | None = None
-    namespaces: dict[str, dict[str, object]] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     good: int = 0
     bad: list[bytes] = field(default_factory=list)
     unreadable: str | None = None  # the B-tree could not be walked to its end
@@ -96,9 +98,10 @@ def _readable(data_dir: str, problem: str | None) -> Iterator[lmdb.Environment]:
             env.close()
 
 
-def _namespaces(env: lmdb.Environment) -> dict[str, dict[str, object]]:
-    with env.begin(db=env.open_db(b"meta", create=False)) as txn:
-        return {bytes(k)[3:].decode(): json.loads(v) for k, v in txn.cursor() if bytes(k).startswith(b"ns:")}
+def _namespaces(env: lmdb.Environment) -> dict[str, dict[str, Any]]:
+    meta = env.open_db(b"meta", create=False)
+    with env.begin(db=meta) as txn:
+        return namespace_options(txn, meta)
 
 
 def scan(
@@ -156,28 +159,19 @@ def _bar(total: int, enabled: bool) -> Callable[..., None]:
 
 def salvage(data_dir: str, new_dir: str, progress: bool = False) -> Report:
     """Copy every record that passes its checks, with its namespace, into a new store at ``new_dir``."""
-    from memstore.migrate import prefix
     from memstore.store import TieredStore
 
     if os.path.exists(os.path.join(new_dir, DATA_FILE)):
         raise DamagedStoreError(f"{new_dir} already holds a store: salvage into a new directory")
-    with (
-        _readable(data_dir, file_problem(data_dir)) as env,
-        env.begin(db=env.open_db(b"meta", create=False)) as txn,
-    ):
-        namespaces = {
-            bytes(k)[3:].decode(): json.loads(v) for k, v in txn.cursor() if bytes(k).startswith(b"ns:")
-        }
+    with _readable(data_dir, file_problem(data_dir)) as env:
+        namespaces = _namespaces(env)
     map_size = max(64 << 20, 2 * os.path.getsize(os.path.join(data_dir, DATA_FILE)))
     store = TieredStore(new_dir, hot_bytes=0, warm_bytes=0, cold_bytes=map_size, prefault=False)
     try:
         by_prefix = {}
         for name, opts in namespaces.items():
-            opts = dict(opts)
-            if opts.get("value_shape") is not None:
-                opts["value_shape"] = tuple(opts["value_shape"])
             store.create_namespace(name, **opts)
-            by_prefix[prefix(name)] = name
+            by_prefix[key_prefix(name)] = name
         writer = store._cold  # records go in as they are: their bytes, header and checksum unchanged
 
         def copy(key: bytes, record: bytes) -> None:

@@ -24,13 +24,17 @@ from memstore import tenancy
 LAYOUT = 2
 LAYOUT_KEY = b"layout"
 log = logging.getLogger("memstore.migrate")
-_MEMORY_KEY = re.compile(rb"^[rh]/([A-Za-z0-9_-]{1,32})/")
+_MEMORY_KEY = re.compile(rf"^[rh]/([{tenancy.TENANT_CHARS}]{{1,{tenancy.MAX_TENANT_CHARS}}})/".encode())
+prefix = tenancy.key_prefix
 
 
-def prefix(name: str) -> bytes:
-    """The bytes every record key of namespace ``name`` starts with (as ``Namespace.prefix``)."""
-    raw = name.encode()
-    return bytes([len(raw)]) + raw
+def namespace_options(txn: lmdb.Transaction, meta: Any) -> dict[str, dict[str, Any]]:
+    """Every namespace's stored options (``ns:NAME`` entries of the meta database)."""
+    return {
+        bytes(k)[3:].decode(): json.loads(bytes(v))
+        for k, v in txn.cursor(db=meta)
+        if bytes(k).startswith(b"ns:")
+    }
 
 
 def _keys_under(txn: lmdb.Transaction, db: Any, start: bytes) -> Iterator[bytes]:
@@ -56,11 +60,7 @@ def migrate(env: lmdb.Environment, records: Any, meta: Any) -> None:
     with env.begin(write=True) as txn:
         if txn.get(LAYOUT_KEY, db=meta) is not None:
             return
-        names = {
-            bytes(k)[3:].decode(): json.loads(v)
-            for k, v in txn.cursor(db=meta)
-            if bytes(k).startswith(b"ns:")
-        }
+        names = namespace_options(txn, meta)
         moved = 0
         for name, opts in names.items():
             new = tenancy.legacy_rename(name)

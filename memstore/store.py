@@ -109,8 +109,7 @@ class Namespace:
 
     @property
     def prefix(self) -> bytes:
-        raw = self.name.encode()
-        return bytes([len(raw)]) + raw
+        return tenancy.key_prefix(self.name)
 
     @property
     def persistent(self) -> bool:
@@ -737,14 +736,15 @@ class TieredStore:
                 "pinned": len(self._pinned),
                 "policy": self._policy_name,
                 "tenants": {  # usage of every tenant holding records or with a quota, next to its limits
-                    tenant: self._tenant_usage(tenant)
+                    tenant: self.tenant_usage(tenant)
                     for tenant in sorted(self._usage.tenants() | set(self._quotas))
                 },
                 "hot_segment": self._hot.name,
                 "path": self.path,
             }
 
-    def _tenant_usage(self, tenant: str) -> dict[str, Any]:
+    def tenant_usage(self, tenant: str) -> dict[str, Any]:
+        """One tenant's bytes and records per tier, with its quota (None if it has none)."""
         quota = self._quotas.get(tenant)
         return {
             **{f"{tier}_bytes": self._usage.bytes[tier][tenant] for tier in ("hot", "warm", "cold")},
@@ -955,9 +955,7 @@ class TieredStore:
     def _reap_reservations(self) -> None:
         now = time.monotonic()
         for token in [t for t, r in self._reservations.items() if r.expires < now]:
-            r = self._reservations.pop(token)
-            self._account_reservation(r, held=False)
-            self._hot.cancel_reserved(r.slot, r.offset, r.alloc)
+            self._cancel_reservation(token)
             self._bump("expired_reservations")
 
     def hot_segment(self) -> tuple[str, int]:

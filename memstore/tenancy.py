@@ -77,6 +77,12 @@ def owner(qualified: str) -> Owner:
     return Owner(tenant, match["name"], match["sep"] == INTERNAL_SEP)
 
 
+def key_prefix(qualified: str) -> bytes:
+    """The bytes every record key of the namespace starts with: its name's length, then the name."""
+    raw = qualified.encode()
+    return bytes([len(raw)]) + raw
+
+
 def tenant_of(qualified: str) -> str:
     try:
         return owner(qualified).tenant

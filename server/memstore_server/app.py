@@ -19,6 +19,7 @@ from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
 from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, TokensFile
 from memstore_server.config import ServerConfig, parse_size
+from memstore_server.limits import bulk_streams_for
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
 from memstore_server.servicer import SERVICE, Limits, StoreService
@@ -81,8 +82,7 @@ def create_server(
     )
     capacity = store.stats()
     largest_tier = max(capacity[t]["capacity_bytes"] for t in ("hot", "warm", "cold"))
-    # Bulk streams leave a quarter of the workers (at least 2) to health and control calls.
-    limits = limits or Limits(bulk_streams=max(1, max_workers - max(2, max_workers // 4)))
+    limits = limits or Limits(bulk_streams=bulk_streams_for(max_workers))
     service = StoreService(store, max_value_bytes=largest_tier, limits=limits)
     embedder = None
     if embed_text:
@@ -151,7 +151,7 @@ def serve(config: ServerConfig) -> int:
             limits=Limits(
                 call_bytes=config.max_call_bytes,
                 inflight_bytes=config.max_inflight_bytes,
-                bulk_streams=max(1, config.workers - max(2, config.workers // 4)),
+                bulk_streams=bulk_streams_for(config.workers),
                 stream_idle=config.stream_idle_timeout,
             ),
             tls=(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None,

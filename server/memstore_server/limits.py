@@ -27,13 +27,17 @@ from memstore_server.errors import Abort
 log = logging.getLogger("memstore.server")
 
 
+def bulk_streams_for(workers: int) -> int:
+    """Bulk streams a server of ``workers`` threads takes at once: a quarter (at least 2) stay free."""
+    return max(1, workers - max(2, workers // 4))
+
+
 class ByteBudget:
     """Bytes held for requests in flight over the whole server."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.held = 0
-        self.refused = 0
         self._lock = threading.Lock()
 
     def call(self, per_call: int) -> CallBytes:
@@ -42,7 +46,6 @@ class ByteBudget:
     def _take(self, n: int) -> bool:
         with self._lock:
             if self.held + n > self.total:
-                self.refused += 1
                 return False
             self.held += n
             return True
@@ -83,14 +86,12 @@ class StreamSlots:
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self.active = 0
-        self.refused = 0
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         with self._lock:
             if self.active >= self.limit:
-                self.refused += 1
                 raise Abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"{self.limit} bulk streams are running, the most this server takes at once: retry later",
@@ -108,7 +109,6 @@ class Watchdog:
 
     def __init__(self, idle: float) -> None:
         self.idle = idle
-        self.cancelled = 0
         self._calls: dict[int, list[Any]] = {}  # id -> [context, last progress]
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -137,7 +137,6 @@ class Watchdog:
                 for e in stalled:
                     e[1] = float("inf")  # cancelled once
             for context, _ in stalled:
-                self.cancelled += 1
                 log.info("cancelling a stream idle for more than %.1fs", self.idle)
                 context.cancel()
 

@@ -251,10 +251,7 @@ class StoreService(Servicer):
                 for item, piece in pieces(chunk.items, data):
                     if item.offset == 0:
                         array = item.array if item.HasField("array") else None
-                        if (
-                            held.held + min(item.size, held.limit) > held.limit
-                            or held.held >= _PUT_BATCH_BYTES
-                        ):
+                        if held.held + item.size > held.limit or held.held >= _PUT_BATCH_BYTES:
                             hand_over()
                     held.take(len(piece))  # bytes that arrived, never a declared size
                     value = assembler.feed(item.key, item.size, item.offset, piece)
@@ -326,9 +323,7 @@ class StoreService(Servicer):
                 tenants=[_tenant_usage(t, u) for t, u in usage.items()],
             ).SerializeToString()
         tenant = current_tenant()
-        own = usage.get(tenant) or {
-            f"{t}_{k}": 0 for t in ("hot", "warm", "cold") for k in ("bytes", "items")
-        }
+        own = self.store.tenant_usage(tenant)
         quota = own.get("quota") or {}
         tiers = [
             pb.TierStats(
