@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,11 +28,14 @@ from typing import TypeVar
 
 import lmdb
 
-from memstore.errors import CapacityError, MemstoreError
+from memstore.errors import CapacityError, DiskFullError, MemstoreError
 
 T = TypeVar("T")
 
 PAGE = 4096
+# LMDB reports a write cut short by a full disk as EIO; with less than this free beyond what the write
+# needed, a failed write is taken for a full disk.
+DISK_MARGIN = 1 << 20
 
 
 class ColdFullError(CapacityError):
@@ -71,6 +75,7 @@ class ColdTier:
         pending_limit: int = 256 << 20,
     ) -> None:
         os.makedirs(path, exist_ok=True)
+        self.path = path
         self.map_size = map_size
         self.env = lmdb.open(
             path,
@@ -187,6 +192,20 @@ class ColdTier:
         if any(op.durable for op in batch):
             self.env.sync(True)
 
+    def _write_error(self, exc: lmdb.Error, op: _Op) -> MemstoreError:
+        """A failed write's error: the disk is full when it has less room than the write took."""
+        need = len(op.key) + len(op.value or b"") + DISK_MARGIN
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            free = need
+        if free < need:
+            return DiskFullError(
+                f"the disk holding {os.path.abspath(self.path)} is full ({free} bytes free): "
+                "free space there or move the data dir to a larger disk"
+            )
+        return ColdIOError(f"LMDB write failed: {exc}")
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -209,7 +228,7 @@ class ColdTier:
                     except lmdb.MapFullError as exc:
                         results.append(ColdFullError(f"cold tier full ({self.map_size} byte map): {exc}"))
                     except lmdb.Error as exc:
-                        results.append(ColdIOError(f"LMDB write failed: {exc}"))
+                        results.append(self._write_error(exc, op))
             self.commits += 1
             with self._cond:
                 for op, err in zip(batch, results, strict=True):

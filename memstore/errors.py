@@ -45,6 +45,13 @@ class PersistentFullError(CapacityError):
     """The cold tier cannot take a persistent record; nothing was written."""
 
 
+class DiskFullError(CapacityError):
+    """The disk that holds the cold tier has no room for a write; nothing of that write was stored.
+
+    Free space on that disk or move the data dir to a larger one; the store keeps serving reads.
+    """
+
+
 class CorruptRecordError(MemstoreError):
     """A stored record failed its header or checksum checks; it is treated as a miss and removed."""
 

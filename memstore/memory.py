@@ -46,6 +46,9 @@ from memstore.errors import InvalidValueError, MemstoreError
 from memstore.store import TieredStore
 
 SEP = "\x1f"
+# The records of one List or History answer: at least one, otherwise about this many bytes, well below
+# the message limit (a record itself arrived in one message, so a page of one always fits).
+PAGE_BYTES = 1 << 20
 log = logging.getLogger("memstore.memory")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -514,24 +517,51 @@ class MemoryStore:
 
     def history(self, namespace: Sequence[str], key: str) -> builtins.list[MemoryRecord]:
         """Every version, oldest first, the current one (or its deletion) last."""
-        ns = _check_namespace(namespace)
-        with self._lock:
-            versions = list(self._history.get((ns, key), []))
-            current = self._live.get((ns, key))
-        out = []
-        for v in versions:
-            raw = self.store.get(self._key("h", ns, key, v), ns=self.ns, promote=False)
-            if raw is not None:
-                out.append(MemoryRecord.decode(raw))
-        if current is not None:
-            out.append(self._full(current))
+        out: builtins.list[MemoryRecord] = []
+        after: int | None = 0
+        while after is not None:
+            page, after = self.history_page(namespace, key, after=after)
+            out.extend(page)
         return out
 
+    def history_page(
+        self, namespace: Sequence[str], key: str, *, after: int = 0, max_bytes: int = PAGE_BYTES
+    ) -> tuple[builtins.list[MemoryRecord], int | None]:
+        """The versions newer than ``after``, oldest first, as many as fit in ``max_bytes`` (at least one),
+        and the version to pass as ``after`` for the next page (None at the end)."""
+        ns = _check_namespace(namespace)
+        with self._lock:
+            versions = [v for v in self._history.get((ns, key), []) if v > after]
+            current = self._live.get((ns, key))
+        if current is not None and current.version <= after:
+            current = None
+        out: builtins.list[MemoryRecord] = []
+        size = 0
+        for v in versions:
+            raw = self.store.get(self._key("h", ns, key, v), ns=self.ns, promote=False)
+            if raw is None:
+                continue
+            if out and size + len(raw) > max_bytes:
+                return out, out[-1].version
+            out.append(MemoryRecord.decode(raw))
+            size += len(raw)
+        if current is not None:
+            rec = self._full(current)
+            if out and size + len(rec.encode()) > max_bytes:
+                return out, out[-1].version
+            out.append(rec)
+        return out, None
+
     def list(
-        self, namespace_prefix: Sequence[str] = (), *, cursor: str | None = None, limit: int = 100
+        self,
+        namespace_prefix: Sequence[str] = (),
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        max_bytes: int = PAGE_BYTES,
     ) -> tuple[builtins.list[MemoryRecord], str | None]:
-        """Records under a namespace prefix in (namespace, key) order, ``limit`` at a time; pass the returned
-        cursor back for the next page (None at the end)."""
+        """Records under a namespace prefix in (namespace, key) order, at most ``limit`` and ``max_bytes``
+        (at least one) at a time; pass the returned cursor back for the next page (None at the end)."""
         prefix = tuple(namespace_prefix)
         now = self.clock()
         with self._lock:
@@ -539,14 +569,30 @@ class MemoryStore:
                 i for i, r in self._live.items() if i[0][: len(prefix)] == prefix and self._alive(r, now)
             )
         if cursor is not None:
-            after = json.loads(cursor)
-            start = (tuple(after[0]), after[1])
+            try:
+                after = json.loads(cursor)
+                start = (tuple(after[0]), str(after[1]))
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                raise InvalidValueError(f"not a cursor this store gave: {exc}") from None
             idents = [i for i in idents if i > start]
-        page = idents[:limit]
-        with self._lock:
-            records = [self._full(self._live[i]) for i in page if i in self._live]
-        nxt = json.dumps([list(page[-1][0]), page[-1][1]]) if len(idents) > limit else None
-        return records, nxt
+        records: builtins.list[MemoryRecord] = []
+        size, taken = 0, 0
+        for ident in idents[:limit]:
+            with self._lock:
+                live = self._live.get(ident)
+            taken += 1
+            if live is None:
+                continue
+            rec = self._full(live)
+            size += len(rec.encode())
+            if records and size > max_bytes:
+                taken -= 1
+                break
+            records.append(rec)
+        if taken == 0 or taken == len(idents):
+            return records, None
+        last = idents[taken - 1]
+        return records, json.dumps([list(last[0]), last[1]])
 
     def list_namespaces(
         self, *, prefix: Sequence[str] = (), suffix: Sequence[str] = (), max_depth: int | None = None

@@ -87,6 +87,17 @@ class _Requests:
         return [record_from_pb(r) for r in resp.records], resp.next_cursor or None
 
     @staticmethod
+    def history(namespace: Sequence[str], key: str, after: int) -> bytes:
+        return pb.MemoryHistoryRequest(
+            namespace=list(namespace), key=key, after_version=after
+        ).SerializeToString()
+
+    @staticmethod
+    def history_page(raw: bytes) -> tuple[builtins.list[MemoryRecord], int | None]:
+        resp = pb.MemoryHistoryResponse.FromString(raw)
+        return [record_from_pb(r) for r in resp.versions], resp.next_version or None
+
+    @staticmethod
     def namespaces(prefix: Sequence[str], suffix: Sequence[str], max_depth: int | None) -> bytes:
         return pb.MemoryListNamespacesRequest(
             prefix=list(prefix), suffix=list(suffix), max_depth=max_depth or 0
@@ -122,9 +133,8 @@ class _Requests:
         return req.SerializeToString()
 
     @staticmethod
-    def found(raw: bytes, kind: Any) -> builtins.list[MemoryRecord]:
-        msg = kind.FromString(raw)
-        return [record_from_pb(r) for r in (msg.records if hasattr(msg, "records") else msg.versions)]
+    def found(raw: bytes) -> builtins.list[MemoryRecord]:
+        return [record_from_pb(r) for r in pb.MemorySearchResponse.FromString(raw).records]
 
 
 def _item(namespace: Sequence[str], key: str, value: Any, **kw: Any) -> dict[str, Any]:
@@ -196,8 +206,14 @@ class MemoryClient:
         return [tuple(n.parts) for n in pb.MemoryListNamespacesResponse.FromString(raw).namespaces]
 
     def history(self, namespace: Sequence[str], key: str) -> builtins.list[MemoryRecord]:
-        raw = self._call("History", _key(namespace, key).SerializeToString())
-        return _Requests.found(raw, pb.MemoryHistoryResponse)
+        out: builtins.list[MemoryRecord] = []
+        after: int | None = 0
+        while after is not None:
+            page, after = _Requests.history_page(
+                self._call("History", _Requests.history(namespace, key, after))
+            )
+            out.extend(page)
+        return out
 
     def revert(self, namespace: Sequence[str], key: str, version: int) -> int:
         req = pb.MemoryRevertRequest(key=_key(namespace, key), version=version).SerializeToString()
@@ -217,7 +233,7 @@ class MemoryClient:
         semantic: bool = False,
     ) -> builtins.list[MemoryRecord]:
         req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha, semantic)
-        return _Requests.found(self._call("Search", req), pb.MemorySearchResponse)
+        return _Requests.found(self._call("Search", req))
 
     def open_session(
         self,
@@ -310,4 +326,4 @@ class AsyncMemoryClient:
         semantic: bool = False,
     ) -> builtins.list[MemoryRecord]:
         req = _Requests.search(namespace_prefix, vector, query, filter, top_k, as_of, cursor, alpha, semantic)
-        return _Requests.found(await self._call("Search", req), pb.MemorySearchResponse)
+        return _Requests.found(await self._call("Search", req))

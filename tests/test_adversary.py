@@ -579,3 +579,50 @@ def test_an_older_data_dir_is_migrated_to_qualified_names(tmp_path: Any) -> None
         mem.close()
         store.create_namespace("t.acme.x")  # now just a default-tenant name like any other
         assert store.get(b"k", ns="t.acme.x") is None
+
+
+@pytest.fixture
+def small_disk(tmp_path: Any) -> Iterator[Any]:
+    """A 24 MiB tmpfs: a real filesystem that fills up (needs the right to mount, as root in CI has)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_resource_exhausted_naming_it_and_loses_nothing(small_disk: Any) -> None:
+    """Persistent puts onto a disk smaller than the cold budget: the first that does not fit is
+    RESOURCE_EXHAUSTED (not UNAVAILABLE, which clients retry) naming the disk; every acknowledged record
+    reads back, before and after a SIGTERM and a restart on the still-full disk."""
+    srv = Server(small_disk)
+    acked: dict[bytes, bytes] = {}
+    with served(srv.cmd, srv.target) as proc:
+        with srv.client("alice", "admin") as admin:
+            admin.create_namespace("p", durability="persistent")
+        with srv.client("alice", "write") as alice:
+            for i in range(64):
+                key, value = b"k%d" % i, os.urandom(MiB)
+                try:
+                    alice.put(key, value, ns="p")
+                except RemoteError as exc:
+                    error = exc
+                    break
+                acked[key] = value
+            else:
+                pytest.fail("64 MiB went onto a 24 MiB disk")
+            assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            assert "disk holding" in str(error) and str(small_disk) in str(error), error
+            assert 4 <= len(acked) < 24
+            assert alice.get_many(list(acked), ns="p") == list(acked.values())
+            alice.put(b"small", b"a cache put still works")
+            assert alice.get(b"small") == b"a cache put still works"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    with served(srv.cmd, srv.target), srv.client("alice", "write") as alice:
+        assert alice.get_many(list(acked), ns="p") == list(acked.values())

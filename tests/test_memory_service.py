@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from memstore import AsyncClient, Client, RemoteError, TieredStore
+from memstore.v1 import memstore_pb2 as pb
 from memstore_server import create_server
 from tests.conftest import MiB, serve_command, served
 
@@ -163,3 +164,35 @@ def test_sessions_and_kv_dependencies_over_grpc(target) -> None:  # type: ignore
         assert c.stats()["pinned"] == 0
         c.memory.put(NS, "profile", {"name": "Ada L."})  # the record changed: exactly its blocks go
         assert c.get_many([b"blk-1", b"blk-2", b"blk-x"], ns="kv-demo") == [None, None, b"unrelated"]
+
+
+def test_history_and_list_page_by_bytes(target) -> None:  # type: ignore[no-untyped-def]
+    """Five versions of a 600 KB record are more than one answer may carry: History and List page by size,
+    every page fits a message, and the client's history() and a cursor walk give back everything."""
+    big = "x" * 600_000
+    with Client(target) as c:
+        m = c.memory
+        for v in range(5):
+            m.put(NS, "big", f"{v}{big}")
+        assert [(r.version, r.value[0]) for r in m.history(NS, "big")] == [(v + 1, str(v)) for v in range(5)]
+        stub = c._channel.unary_unary("/memstore.v1.Memory/History")
+        raw = stub(pb.MemoryHistoryRequest(namespace=list(NS), key="big").SerializeToString())
+        first = pb.MemoryHistoryResponse.FromString(raw)
+        assert 1 <= len(first.versions) < 5 and first.next_version == first.versions[-1].version
+        for i in range(5):
+            m.put(("user-2",), f"k{i}", f"{i}{big}")
+        seen, cursor, pages = [], None, 0
+        while True:
+            records, cursor = m.list(("user-2",), cursor=cursor, limit=100)
+            seen += [r.key for r in records]
+            pages += 1
+            if cursor is None:
+                break
+        assert seen == [f"k{i}" for i in range(5)] and pages > 1
+        with pytest.raises(RemoteError) as info:
+            m.list(("user-2",), cursor="not json")
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(RemoteError) as info:
+            m.get_many([(("user-2",), f"k{i}") for i in range(5)])
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED  # a batch too big for one answer
+        assert m.get(("user-2",), "k4").value[0] == "4"

@@ -521,11 +521,23 @@ class MemoryListNamespacesResponse(_message.Message):
     namespaces: _containers.RepeatedCompositeFieldContainer[MemoryNamespace]
     def __init__(self, namespaces: _Optional[_Iterable[_Union[MemoryNamespace, _Mapping]]] = ...) -> None: ...
 
+class MemoryHistoryRequest(_message.Message):
+    __slots__ = ("namespace", "key", "after_version")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    namespace: _containers.RepeatedScalarFieldContainer[str]
+    key: str
+    after_version: int
+    def __init__(self, namespace: _Optional[_Iterable[str]] = ..., key: _Optional[str] = ..., after_version: _Optional[int] = ...) -> None: ...
+
 class MemoryHistoryResponse(_message.Message):
-    __slots__ = ("versions",)
+    __slots__ = ("versions", "next_version")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_VERSION_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[MemoryRecord]
-    def __init__(self, versions: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ...) -> None: ...
+    next_version: int
+    def __init__(self, versions: _Optional[_Iterable[_Union[MemoryRecord, _Mapping]]] = ..., next_version: _Optional[int] = ...) -> None: ...
 
 class MemoryRevertRequest(_message.Message):
     __slots__ = ("key", "version")

@@ -118,9 +118,11 @@ class MemoryService(Servicer):
 
     @handler
     def history(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        req = parse(pb.MemoryKey, raw)
-        versions = self.memory.history(tuple(req.namespace), req.key)
-        return pb.MemoryHistoryResponse(versions=[record_to_pb(r) for r in versions]).SerializeToString()
+        req = parse(pb.MemoryHistoryRequest, raw)
+        versions, nxt = self.memory.history_page(tuple(req.namespace), req.key, after=req.after_version)
+        return pb.MemoryHistoryResponse(
+            versions=[record_to_pb(r) for r in versions], next_version=nxt or 0
+        ).SerializeToString()
 
     @handler
     def revert(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
