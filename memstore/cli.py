@@ -109,6 +109,11 @@ def _check(args: argparse.Namespace) -> int:
         print(
             f"{args.data_dir}: {len(report.namespaces)} namespaces, {report.good:,} records pass their checks"
         )
+    if report.from_pages:
+        print(
+            "records read from the leaf pages (the file is damaged): one deleted before the damage may be "
+            f"among them; {report.ambiguous:,} found with two different values are left out"
+        )
     if report.problem:
         print(f"damaged: {report.problem}")
     if report.unreadable:
