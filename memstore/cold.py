@@ -46,6 +46,10 @@ class ColdIOError(MemstoreError):
     """LMDB reported an error other than a full map (disk error, disk full)."""
 
 
+def _length(n: int) -> bytes:
+    return n.to_bytes(8, "little")
+
+
 def lmdb_cost(key_len: int, value_len: int) -> int:
     """Bytes a record is expected to take in the map: overflow pages for large values, leaf space else."""
     size = key_len + value_len + 16
@@ -91,6 +95,10 @@ class ColdTier:
         self.env.reader_check()  # free the reader slots of processes that died holding them
         self.records = self.env.open_db(b"records")
         self.meta = self.env.open_db(b"meta")
+        # Each record's length, written in the same transaction as the record: a restart reads these
+        # small entries instead of walking the records, whose large values LMDB keeps on overflow pages
+        # that py-lmdb faults in (touches every page) whenever a cursor steps onto them.
+        self.lengths = self.env.open_db(b"lengths")
         self._batch_ops = batch_ops
         self._batch_bytes = batch_bytes
         self._pending_limit = pending_limit
@@ -127,9 +135,16 @@ class ColdTier:
 
     def scan(self) -> Iterator[tuple[bytes, int]]:
         """Every stored key with its record length (reads no value pages)."""
-        with self.env.begin(db=self.records, buffers=True) as txn:
-            for key, value in txn.cursor():
-                yield bytes(key), len(value)
+        with self.env.begin() as txn:
+            complete = txn.stat(self.lengths)["entries"] == txn.stat(self.records)["entries"]
+        if not complete:  # a data dir from before the lengths were kept: build them once
+            with self.env.begin(write=True) as txn:
+                txn.drop(self.lengths, delete=False)
+                for name, record in txn.cursor(db=self.records):
+                    txn.put(name, _length(len(record)), db=self.lengths)
+        with self.env.begin(db=self.lengths, buffers=True) as txn:
+            for key, length in txn.cursor():
+                yield bytes(key), int.from_bytes(length, "little")
 
     def meta_items(self) -> list[tuple[bytes, bytes]]:
         with self.env.begin(db=self.meta) as txn:
@@ -187,8 +202,12 @@ class ColdTier:
             for op in batch:
                 if op.value is None:
                     txn.delete(op.key, db=op.db)
+                    if op.db is self.records:
+                        txn.delete(op.key, db=self.lengths)
                 else:
                     txn.put(op.key, op.value, db=op.db)
+                    if op.db is self.records:
+                        txn.put(op.key, _length(len(op.value)), db=self.lengths)
         if any(op.durable for op in batch):
             self.env.sync(True)
 

@@ -55,8 +55,9 @@ def _move(txn: lmdb.Transaction, db: Any, old: bytes, new: bytes) -> None:
     txn.delete(old, db=db)
 
 
-def migrate(env: lmdb.Environment, records: Any, meta: Any) -> None:
-    """Migrate the environment to ``LAYOUT`` if it is older; a new, empty one is only marked."""
+def migrate(env: lmdb.Environment, records: Any, meta: Any, lengths: Any) -> None:
+    """Migrate the environment to ``LAYOUT`` if it is older; a new, empty one is only marked. Renamed
+    records leave the ``lengths`` index behind: it is emptied, and the cold tier rebuilds it."""
     with env.begin(write=True) as txn:
         if txn.get(LAYOUT_KEY, db=meta) is not None:
             return
@@ -92,6 +93,8 @@ def migrate(env: lmdb.Environment, records: Any, meta: Any) -> None:
                 txn.delete(b"ns:" + tenancy.MEMORY.encode(), db=meta)
             if created:
                 log.info("migrated agent memory to the tenants' own namespaces %s", sorted(created))
+        if moved:
+            txn.drop(lengths, delete=False)
         txn.put(LAYOUT_KEY, str(LAYOUT).encode(), db=meta)
     env.sync(True)
     if moved:

@@ -376,7 +376,8 @@ class TieredStore:
             return requested
 
     def _load_namespaces(self) -> None:
-        migrate(self._cold.env, self._cold.records, self._cold.meta)  # older data dirs, once
+        cold = self._cold
+        migrate(cold.env, cold.records, cold.meta, cold.lengths)  # older data dirs, once
         for key, value in self._cold.meta_items():
             if key.startswith(b"ns:"):
                 opts = json.loads(value)

@@ -579,7 +579,7 @@ def test_a_file_cut_through_its_index_is_salvaged_from_its_leaf_pages(tmp_path: 
     with TieredStore(str(new), prefault=False, cold_bytes=64 * MiB) as store:
         back = {k: store.get(k, ns="p") for k in values}
     found = {k: v for k, v in back.items() if v is not None}
-    assert len(found) >= 2000 and b"k5" not in found
+    assert len(found) >= 1000 and b"k5" not in found
     assert all(v == values[k] for k, v in found.items())
 
 

@@ -190,3 +190,34 @@ def test_persistent_puts_from_a_local_client_go_through_a_synced_commit(served) 
         assert c.get_many([b"a", b"b"], ns="facts") == [b"1" * 1000, b"2"]
     assert store.tiers_of([b"a", b"b"], ns="facts") == ["hot", "hot"]
     assert store.stats()["cold"]["items"] >= 2  # written to LMDB before the put returned
+
+
+def test_bytes_changed_in_place_under_an_unchanged_generation_are_never_accepted(served, seed) -> None:  # type: ignore[no-untyped-def]
+    """Between locating and copying, one byte of the record's payload is flipped where it sits: the slot
+    generation does not change, so only the checksum can tell. The client never returns those bytes."""
+    store, target = served
+    rng = random.Random(seed)
+    keys = [b"inplace-%d" % i for i in range(6)]
+    with Client(target, local="always") as c:
+        for k in keys:
+            c.put(k, _value(k, 0, 50_000))
+        reading: list[bytes] = []
+        flipped: dict[bytes, bytes] = {}
+
+        def meddle(slot: int) -> None:
+            key = reading[0]
+            (loc,) = store.locate_many([key])
+            pos = loc.offset + loc.header_len + rng.randrange(50_000)
+            store._hot.view[pos] ^= 0x20
+            value = bytearray(_value(key, 0, 50_000))
+            value[pos - loc.offset - loc.header_len] ^= 0x20
+            flipped[key] = bytes(value)
+
+        c._local_arena().before_copy = meddle  # type: ignore[union-attr]
+        for k in keys:
+            reading[:] = [k]
+            got = c.get(k)
+            assert got != flipped[k]
+            assert got in (None, _value(k, 0, 50_000))
+        c._local_arena().before_copy = None  # type: ignore[union-attr]
+    assert len(flipped) == len(keys)

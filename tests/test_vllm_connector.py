@@ -64,10 +64,20 @@ def test_repeated_prompt_loads_its_blocks_and_gives_identical_output(result) -> 
 
 
 def test_a_prompt_sharing_only_the_first_block_hits_exactly_that_block(result) -> None:  # type: ignore[no-untyped-def]
+    """One block loaded, the rest computed: the same output as the run that computed everything."""
     assert result["lookups"][2]["hit_blocks"] == 1
     assert result["loads"][1]["blocks"] == 1
+    assert result["reference_hit_blocks"] == 0
+    (tokens, logprobs), (ref_tokens, ref_logprobs) = result["shared"], result["shared_reference"]
+    assert tokens == ref_tokens
+    assert np.allclose(logprobs, ref_logprobs, rtol=0, atol=1e-4)
 
 
-def test_the_loaded_kv_is_used(result) -> None:  # type: ignore[no-untyped-def]
-    """With the stored blocks overwritten by noise, the same prompt gives another output."""
-    assert result["noisy"] != result["first"]
+def test_the_loaded_kv_is_used_as_it_is(result) -> None:  # type: ignore[no-untyped-def]
+    """Prompt C's blocks stored under prompt A's keys: A answers exactly as C's first 256 tokens with A's
+    tail, computed from scratch. A connector that loaded nothing, zeros or the wrong blocks differs."""
+    assert result["swapped_reference_hit_blocks"] == 0
+    (tokens, logprobs), (ref_tokens, ref_logprobs) = result["swapped"], result["swapped_reference"]
+    assert result["swapped"] != result["first"]
+    assert tokens == ref_tokens
+    assert np.allclose(logprobs, ref_logprobs, rtol=0, atol=1e-4)

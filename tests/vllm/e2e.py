@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def main(out_path: str) -> None:
     import grpc
-    import numpy as np
     from make_model import build
     from vllm import LLM, SamplingParams
     from vllm.config import KVTransferConfig
@@ -73,9 +72,11 @@ def main(out_path: str) -> None:
         params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=1)
         prompt_a = " ".join(f"w{i}" for i in range(300))  # 2 full blocks of 128 are reusable
         prompt_b = " ".join(f"w{i}" for i in range(128)) + " " + " ".join(f"w{1999 - i}" for i in range(172))
+        prompt_c = " ".join(f"w{1000 + i}" for i in range(300))
 
-        def run(prompt: str) -> tuple[list[int], list[float]]:
-            out = llm.generate([prompt], params, use_tqdm=False)[0].outputs[0]
+        def run(prompt: str | list[int]) -> tuple[list[int], list[float]]:
+            asked = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
+            out = llm.generate([asked], params, use_tqdm=False)[0].outputs[0]
             logprobs = [
                 float(step[tok].logprob) for tok, step in zip(out.token_ids, out.logprobs, strict=True)
             ]
@@ -96,8 +97,9 @@ def main(out_path: str) -> None:
         lookups = [e for e in ev if e["event"] == "lookup"]
         loads = [e for e in ev if e["event"] == "load"]
         stores = [e for e in ev if e["event"] == "store"]
-        # Overwrite the stored blocks of prompt A with noise: if the loaded KV is used, the output changes.
-        tokens = llm.get_tokenizer().encode(prompt_a)
+        tokenizer = llm.get_tokenizer()
+        tokens, tokens_b = tokenizer.encode(prompt_a), tokenizer.encode(prompt_b)
+        tokens_c = tokenizer.encode(prompt_c)
         with Client(sock) as c:
             cfg = llm.llm_engine.vllm_config
             mc = cfg.model_config
@@ -112,16 +114,31 @@ def main(out_path: str) -> None:
             )
             kv = KVCache(c, ident)
             assert kv.ns == namespace, (kv.ns, namespace)
-            rng = np.random.default_rng(0)
-            hit = kv.lookup(tokens)
-            noise = [rng.standard_normal(ident.block_shape).astype("<f4") * 5 for _ in range(hit.blocks)]
-            kv.put_blocks(tokens, noise)
-        noisy = run(prompt_a)
+            # The partial hit against a run that computed everything: prompt B's blocks deleted first.
+            c.delete_many(kv.keys(tokens_b), ns=kv.ns)
+            shared_reference = run(prompt_b)
+            reference_lookup = [e for e in events() if e["event"] == "lookup"][-1]
+            # Prompt C's blocks stored under prompt A's keys: if the loaded KV is used as it is, A then
+            # answers as C's first two blocks followed by A's tail, computed without any stored block.
+            run(prompt_c)
+            n = 2 * ident.block_tokens
+            blocks_c = kv.get_blocks(tokens_c, 2)
+            assert all(b is not None for b in blocks_c)
+            kv.put_blocks(tokens, blocks_c)
+            swapped = run(prompt_a)
+            c.delete_many(kv.keys(tokens_c), ns=kv.ns)
+            spliced = tokens_c[:n] + tokens[n:]
+            swapped_reference = run(spliced)
+            swapped_lookup = [e for e in events() if e["event"] == "lookup"][-1]
         result = {
             "first": first,
             "second": second,
             "shared": shared,
-            "noisy": noisy,
+            "shared_reference": shared_reference,
+            "reference_hit_blocks": reference_lookup["hit_blocks"],
+            "swapped": swapped,
+            "swapped_reference": swapped_reference,
+            "swapped_reference_hit_blocks": swapped_lookup["hit_blocks"],
             "lookups": lookups,
             "loads": loads,
             "stores": stores,
@@ -133,7 +150,8 @@ def main(out_path: str) -> None:
         with open(out_path, "w") as f:
             json.dump(result, f)
         print(
-            json.dumps({k: result[k] for k in ("first", "second", "noisy", "lookups", "loads")}), flush=True
+            json.dumps({k: result[k] for k in ("first", "second", "swapped", "swapped_reference", "loads")}),
+            flush=True,
         )
     finally:
         server.send_signal(signal.SIGTERM)
