@@ -281,7 +281,7 @@ def test_graceful_shutdown_under_load(tmp_path, seed) -> None:  # type: ignore[n
         if proc.poll() is None:
             proc.kill()
     assert len(acked) > 20
-    assert set(failures) <= {"UNAVAILABLE", "CANCELLED"}, failures
+    assert set(failures) <= {"UNAVAILABLE"}, failures  # calls in flight finish; only new ones are refused
     with served(cmd, sock) as proc:
         with Client(sock, local="never") as c:
             keys = list(acked)

@@ -1,0 +1,224 @@
+"""Mutation testing of the promises: break the code on purpose and check that the named tests fail.
+
+    python3 scripts/mutate.py              every mutant below
+    python3 scripts/mutate.py ID [ID ...]  only these
+    python3 scripts/mutate.py --list       the mutants, one line each
+
+Each mutant replaces one exact piece of code (found exactly once in its file) in a copy of the working
+tree, then runs the tests named for it against that copy; the mutant is caught when they fail. The copy
+comes first on PYTHONPATH, so child processes (``memstore serve``, the CLI) run the mutant too. The
+table says caught or MISSED per mutant; the exit status is 1 if any was missed. Add a mutant by adding
+an entry to MUTANTS: the promise it breaks, the file, the code and its replacement, and the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    promise: str
+    path: str
+    find: str
+    replace: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant(
+        "cold-compressed-checksum",
+        "integrity: compressed cold records are checksummed before decoding",
+        "memstore/store.py",
+        "        verify_payload(payload, seed, digest)\n        raw = decode_payload(payload, meta)",
+        "        raw = decode_payload(payload, meta)",
+        ("tests/test_corruption.py",),
+    ),
+    Mutant(
+        "cold-raw-checksum",
+        "integrity: raw cold records are checksummed",
+        "memstore/store.py",
+        "            verify_payload(copy, seed, digest)\n            return meta, copy",
+        "            return meta, copy",
+        ("tests/test_corruption.py",),
+    ),
+    Mutant(
+        "no-fsync",
+        "persistent writes are acknowledged after a synced commit",
+        "memstore/cold.py",
+        "        if any(op.durable for op in batch):\n            self.env.sync(True)",
+        "        if any(op.durable for op in batch):\n            pass",
+        ("tests/test_durability.py::test_every_persistent_acknowledgement_follows_a_synced_commit",),
+    ),
+    Mutant(
+        "overwrite-keeps-old",
+        "an overwritten cache value never comes back after a crash",
+        "memstore/store.py",
+        "            stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash",
+        "            stale = None",
+        ("tests/test_durability.py::test_an_overwritten_value_never_comes_back_after_kill9",),
+    ),
+    Mutant(
+        "restart-reads-records",
+        "a restart reads keys, not values",
+        "memstore/cold.py",
+        "        if not complete:  # a data dir from before the lengths were kept: build them once",
+        "        if True:",
+        ("tests/test_durability.py::test_a_restart_reads_the_keys_not_the_values",),
+    ),
+    Mutant(
+        "local-no-checksum",
+        "the local path accepts a copy only with a matching checksum",
+        "memstore/local.py",
+        "        try:\n            verify_payload(dst, seed, digest)\n        except CorruptRecordError:\n"
+        "            return None\n        return meta, dst",
+        "        return meta, dst",
+        ("tests/test_local.py",),
+    ),
+    Mutant(
+        "local-no-second-generation",
+        "the local path accepts a copy only with an unchanged slot generation",
+        "memstore/local.py",
+        "            dst[:] = payload\n"
+        "        if self.generation(slot) != generation:\n            return None",
+        "            dst[:] = payload",
+        ("tests/test_local.py",),
+    ),
+    Mutant(
+        "reservation-owner",
+        "a reservation serves only the caller that made it",
+        "memstore/store.py",
+        "                if r is None or r.owner != owner:\n"
+        "                    raise UnknownReservationError",
+        "                if r is None:\n                    raise UnknownReservationError",
+        (
+            "tests/test_fuzz_paths.py",
+            "tests/test_adversary.py::test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote",
+        ),
+    ),
+    Mutant(
+        "commit-checksum",
+        "a commit publishes only the bytes whose checksum the writer sent",
+        "memstore/store.py",
+        "if checksums is not None and xxhash.xxh3_64_intdigest(payload) != checksums[i]:",
+        "if False:",
+        ("tests/test_fuzz_paths.py",),
+    ),
+    Mutant(
+        "local-path-write-role",
+        "only admin callers may use the local path",
+        "server/memstore_server/auth.py",
+        '    "LocalPutBegin": "admin",',
+        '    "LocalPutBegin": "write",',
+        (
+            "tests/test_adversary.py::test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote",
+        ),
+    ),
+    Mutant(
+        "tenant-dropped",
+        "no tenant reaches another tenant's namespaces",
+        "memstore/tenancy.py",
+        '    return name if tenant == DEFAULT_TENANT else f"{tenant}{USER_SEP}{name}"',
+        "    return name",
+        ("tests/test_auth.py",),
+    ),
+    Mutant(
+        "kv-keys-unchained",
+        "a KV block key depends on every token before it (the key spec)",
+        "memstore/kv.py",
+        "h = hashlib.sha256(h + le[i * block_tokens : (i + 1) * block_tokens].tobytes() + extra)",
+        "h = hashlib.sha256(le[i * block_tokens : (i + 1) * block_tokens].tobytes() + extra)",
+        ("tests/test_kv.py",),
+    ),
+]
+
+
+def _copy_tree(dst: str) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for rel in filter(None, files):
+        src = os.path.join(ROOT, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dst, rel))
+
+
+def run_mutant(m: Mutant, timeout: float = 900, *, apply: bool = True) -> tuple[str, float]:
+    """'caught', 'MISSED' or 'broken: why' for one mutant, and the seconds its tests took. With
+    ``apply=False`` the same tests run on the unmutated copy: they must pass ('MISSED')."""
+    with tempfile.TemporaryDirectory(prefix=f"memstore-mutant-{m.id}-") as tree:
+        _copy_tree(tree)
+        target = os.path.join(tree, m.path)
+        with open(target) as f:
+            text = f.read()
+        if text.count(m.find) != 1:
+            return f"broken: the code to replace occurs {text.count(m.find)} times in {m.path}", 0.0
+        with open(target, "w") as f:
+            f.write(text.replace(m.find, m.replace) if apply else text)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [tree, os.path.join(tree, "server"), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *m.tests]
+        t0 = time.monotonic()
+        try:
+            out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "caught (the tests hung)", time.monotonic() - t0
+        took = time.monotonic() - t0
+        if out.returncode == 1:
+            return "caught", took
+        if out.returncode == 0:
+            return "MISSED", took
+        return f"broken: pytest exited {out.returncode}: {out.stdout[-300:]}", took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("ids", nargs="*", help="mutant ids (all by default)")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="run each mutant's tests on the unmutated copy (all must pass)",
+    )
+    args = ap.parse_args()
+    by_id = {m.id: m for m in MUTANTS}
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.id:28} {m.promise}  [{' '.join(m.tests)}]")
+        return 0
+    unknown = [i for i in args.ids if i not in by_id]
+    if unknown:
+        print(f"unknown mutants: {', '.join(unknown)} (see --list)", file=sys.stderr)
+        return 2
+    chosen = [by_id[i] for i in args.ids] if args.ids else MUTANTS
+    missed = 0
+    print(f"{'mutant':28} {'result':10} {'tests s':>8}  promise")
+    for m in chosen:
+        result, took = run_mutant(m, apply=not args.baseline)
+        if args.baseline:
+            result = "passes" if result == "MISSED" else f"FAILS unmutated ({result})"
+            missed += result != "passes"
+        else:
+            missed += not result.startswith("caught")
+        print(f"{m.id:28} {result:10} {took:8.1f}  {m.promise}", flush=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} {'pass unmutated' if args.baseline else 'caught'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
