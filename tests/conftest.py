@@ -82,6 +82,17 @@ def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Pop
             proc.wait()
 
 
+def status_of(fn: Any) -> Any:
+    """The gRPC status code ``fn()`` ended with, or None when it succeeded."""
+    import grpc
+
+    try:
+        fn()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return None
+
+
 def rss_parts(pid: int | str = "self", fields: tuple[str, ...] = ("RssAnon",)) -> dict[str, int]:
     """The named resident-set fields of /proc/PID/status, in bytes, from one read of the file."""
     with open(f"/proc/{pid}/status") as f:

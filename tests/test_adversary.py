@@ -25,7 +25,7 @@ from memstore.local import LocalArena
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import parse_chunk
 from memstore_server.auth import create_token
-from tests.conftest import arena_of, rss_bytes, serve_command, served
+from tests.conftest import arena_of, rss_bytes, serve_command, served, status_of
 
 MiB = 1 << 20
 STORE = "/memstore.v1.Store/"
@@ -94,14 +94,6 @@ class Server:
         return out
 
 
-def _code(fn: Any) -> grpc.StatusCode | None:
-    try:
-        fn()
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return None
-
-
 def _encode(msg: pb.PutChunk, data: bytes) -> bytes:
     from memstore.wire import _DATA_TAG, varint
 
@@ -145,14 +137,16 @@ def test_no_chosen_name_reaches_another_tenants_namespace(server: Server, channe
     seen = []
     for ns in imitations:
         for who in (("bob", "admin"), ("bob", "read")):
-            code = _code(lambda ns=ns, who=who: seen.extend(server.get(channel, ns, [b"k"], who)))
+            code = status_of(lambda ns=ns, who=who: seen.extend(server.get(channel, ns, [b"k"], who)))
             assert code in (None, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), (ns, code)
         req = pb.KeysRequest(namespace=ns, keys=[b"k"]).SerializeToString()
         for method in ("Exists", "Lookup"):
-            code = _code(lambda m=method, r=req: seen.append(server.call(channel, m, r, ("bob", "admin"))))
+            code = status_of(
+                lambda m=method, r=req: seen.append(server.call(channel, m, r, ("bob", "admin")))
+            )
             assert code in (None, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), (ns, method)
         delete = pb.DeleteNamespaceRequest(name=ns).SerializeToString()
-        assert _code(lambda r=delete: server.call(channel, "DeleteNamespace", r, ("bob", "admin"))) in (
+        assert status_of(lambda r=delete: server.call(channel, "DeleteNamespace", r, ("bob", "admin"))) in (
             None,
             grpc.StatusCode.NOT_FOUND,
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -196,7 +190,7 @@ def test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote(
         ("LocalPutBegin", begin, ("bob", "write")),
         ("LocalPutCommit", pb.LocalPutCommitRequest(commit=[1], checksums=[0]), ("bob", "write")),
     ]:
-        code = _code(lambda m=method, r=req, w=who: server.call(channel, m, r.SerializeToString(), w))
+        code = status_of(lambda m=method, r=req, w=who: server.call(channel, m, r.SerializeToString(), w))
         assert code == grpc.StatusCode.PERMISSION_DENIED, method
     opened = pb.OpenLocalResponse.FromString(
         server.call(channel, "OpenLocal", pb.OpenLocalRequest().SerializeToString(), ("alice", "admin"))
@@ -222,7 +216,7 @@ def test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote(
             who,
         )
         # Another tenant's admin can neither publish nor cancel alice's reservation.
-        assert _code(lambda: commit([t1], [0], ("bob", "admin"))) == grpc.StatusCode.NOT_FOUND
+        assert status_of(lambda: commit([t1], [0], ("bob", "admin"))) == grpc.StatusCode.NOT_FOUND
         server.call(
             channel,
             "LocalPutCommit",
@@ -230,16 +224,22 @@ def test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote(
             ("bob", "admin"),
         )
         # Committing unwritten space (whatever it held before) is refused; so is a commit without a checksum.
-        assert _code(lambda: commit([t1], [], ("alice", "admin"))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert status_of(lambda: commit([t1], [], ("alice", "admin"))) == grpc.StatusCode.INVALID_ARGUMENT
         zeros = xxhash.xxh3_64_intdigest(bytes(4096))
-        assert _code(lambda: commit([t1], [zeros], ("alice", "admin"))) == grpc.StatusCode.FAILED_PRECONDITION
+        assert (
+            status_of(lambda: commit([t1], [zeros], ("alice", "admin")))
+            == grpc.StatusCode.FAILED_PRECONDITION
+        )
         assert server.get(channel, "default", [b"r1"], ("alice", "admin")) == [None]
         value = os.urandom(4096)
         arena.write(got[1].offset, memoryview(value))
-        assert _code(lambda: commit([t2, t2], [0, 0], ("alice", "admin"))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            status_of(lambda: commit([t2, t2], [0, 0], ("alice", "admin")))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
         commit([t2], [xxhash.xxh3_64_intdigest(value)], ("alice", "admin"))
         assert server.get(channel, "default", [b"r2"], ("alice", "admin")) == [value]
-        assert _code(lambda: commit([t2], [xxhash.xxh3_64_intdigest(value)], ("alice", "admin"))) == (
+        assert status_of(lambda: commit([t2], [xxhash.xxh3_64_intdigest(value)], ("alice", "admin"))) == (
             grpc.StatusCode.NOT_FOUND  # a second commit of one token
         )
         assert server.get(channel, "default", [b"r2"], ("bob", "admin")) == [None]  # still alice's alone
@@ -256,18 +256,18 @@ def test_one_validation_of_array_descriptions_on_every_path(
 ) -> None:
     info = pb.ArrayInfo(dtype=dtype, shape=shape)
     begin = pb.LocalPutBeginRequest(items=[pb.PutItem(key=b"arr", size=2, array=info)]).SerializeToString()
-    assert _code(lambda: server.call(channel, "LocalPutBegin", begin, ("alice", "admin"))) == (
+    assert status_of(lambda: server.call(channel, "LocalPutBegin", begin, ("alice", "admin"))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
     put = _encode(_chunk("default", b"arr", 2, info), b"\0\0")
-    code = _code(
+    code = status_of(
         lambda: channel.stream_unary(STORE + "Put")(
             iter([put]), metadata=server.md("alice", "write"), timeout=30
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     layout = pb.CreateNamespaceRequest(name="arrays", value_layout=info).SerializeToString()
-    assert _code(lambda: server.call(channel, "CreateNamespace", layout, ("alice", "write"))) == (
+    assert status_of(lambda: server.call(channel, "CreateNamespace", layout, ("alice", "write"))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
     assert server.get(channel, "default", [b"arr"], ("alice", "write")) == [None]
@@ -427,7 +427,7 @@ def test_a_revoked_token_ends_its_open_stream(server: Server, channel: grpc.Chan
 
 def test_statuses_and_per_tenant_stats(server: Server, channel: grpc.Channel) -> None:
     delete = pb.DeleteNamespaceRequest(name="default").SerializeToString()
-    assert _code(lambda: server.call(channel, "DeleteNamespace", delete, ("alice", "admin"))) == (
+    assert status_of(lambda: server.call(channel, "DeleteNamespace", delete, ("alice", "admin"))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
     with server.client("alice", "write") as alice:
@@ -451,7 +451,7 @@ def test_a_filter_nested_too_deep_is_invalid_argument(server: Server, channel: g
             namespace_prefix=["notes"], query="q", filter_json=deep
         ).SerializeToString()
         search = channel.unary_unary("/memstore.v1.Memory/Search")
-        code = _code(lambda r=req, s=search: s(r, metadata=server.md("alice", "write"), timeout=30))
+        code = status_of(lambda r=req, s=search: s(r, metadata=server.md("alice", "write"), timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, depth
     with server.client("alice", "write") as alice:  # a filter of ordinary depth still works
         assert alice.memory.search(("notes",), query="q", filter={"secret": {"$in": [1]}}) is not None
@@ -557,7 +557,8 @@ def test_a_damaged_data_dir_is_a_one_line_error_and_salvage_copies_the_rest(tmp_
 def test_a_file_cut_through_its_index_is_salvaged_from_its_leaf_pages(tmp_path: Any) -> None:
     """3,000 small records, one overwritten: the last tenth of the file (the B-tree's newest root and
     branches) cut off. LMDB would abort walking it; check and salvage read the leaf pages instead: no
-    signal, most records back exactly as put, the overwritten key (two values found) left out."""
+    signal, most records back exactly as put, and the overwritten key never with its old value: left out
+    when both values are still in the file, its new value when LMDB has reused the old one's page."""
     from memstore import TieredStore
 
     data = tmp_path / "data"
@@ -575,11 +576,14 @@ def test_a_file_cut_through_its_index_is_salvaged_from_its_leaf_pages(tmp_path: 
     assert out.returncode == 1 and "leaf pages" in out.stdout, out.stdout + out.stderr
     new = tmp_path / "salvaged"
     out = subprocess.run(["memstore", "salvage", str(data), str(new)], capture_output=True, text=True)
-    assert out.returncode == 0 and "1 found with two different values" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    both = "1 found with two different values" in out.stdout
+    assert both or "0 found with two different values" in out.stdout, out.stdout
     with TieredStore(str(new), prefault=False, cold_bytes=64 * MiB) as store:
         back = {k: store.get(k, ns="p") for k in values}
     found = {k: v for k, v in back.items() if v is not None}
-    assert len(found) >= 1000 and b"k5" not in found
+    assert len(found) >= 1000
+    assert found.pop(b"k5", None) in ((None,) if both else (None, b"overwritten"))
     assert all(v == values[k] for k, v in found.items())
 
 

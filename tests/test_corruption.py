@@ -18,6 +18,18 @@ def _flip_inside_bytes(b: bytes, pos: int) -> None:
     cell.value ^= 0x10
 
 
+def _flip_in_file(data: str, records: list[bytes], rng: np.random.Generator, skip: int = 0) -> None:
+    """Flip one bit of each record where it sits in the file, at least ``skip`` bytes into it."""
+    with open(data, "rb") as f:
+        blob = bytearray(f.read())
+    for rec in records:
+        at = blob.find(rec[:64])
+        assert at >= 0
+        blob[at + skip + int(rng.integers(0, len(rec) - skip))] ^= 0x01
+    with open(data, "r+b") as f:
+        f.write(blob)
+
+
 def _values(seed: int, n: int, size: int) -> dict[bytes, bytes]:
     rng = np.random.default_rng(seed)
     return {b"key-%04d" % i: rng.bytes(size) for i in range(n)}
@@ -29,18 +41,9 @@ def test_flipped_bytes_in_lmdb_file_are_detected(tmp_path, seed) -> None:  # typ
     with open_store(path, hot_bytes=0, warm_bytes=0) as s:
         s.create_namespace("raw", warm_codec="raw", cold_codec="raw")
         s.put_many(values, ns="raw")
+    corrupted = set(sorted(values)[::3])  # every third value, where it sits in the file
     data = os.path.join(path, "cold", "data.mdb")
-    with open(data, "rb") as f:
-        blob = bytearray(f.read())
-    rng = np.random.default_rng(seed)
-    corrupted = set()
-    for key in sorted(values)[::3]:  # corrupt every third value where it sits in the file
-        at = blob.find(values[key][:64])
-        assert at >= 0
-        blob[at + int(rng.integers(0, 20_000))] ^= 0x01
-        corrupted.add(key)
-    with open(data, "r+b") as f:
-        f.write(blob)
+    _flip_in_file(data, [values[k] for k in sorted(corrupted)], np.random.default_rng(seed))
     with open_store(path, hot_bytes=0, warm_bytes=0) as s:
         for key, value in values.items():
             got = s.get(key, ns="raw", promote=False)
@@ -67,22 +70,13 @@ def test_flipped_bytes_in_compressed_cold_records_are_detected(tmp_path, seed) -
     with env.begin(db=env.open_db(b"records", create=False)) as txn:
         stored = {bytes(k): bytes(v) for k, v in txn.cursor()}
     env.close()
-    records = {key: rec for key, rec in stored.items() if key.endswith(tuple(values))}
+    records = {fk[1 + fk[0] :]: rec for fk, rec in stored.items() if fk[1 + fk[0] :] in values}
     assert len(records) == len(values)
     assert all(rec[3] != 0 for rec in records.values())  # every record compressed (codec id 0 is raw)
     assert all(len(rec) < values[b"kv-00"].nbytes for rec in records.values())
+    corrupted = set(sorted(records)[::3])
     data = os.path.join(path, "cold", "data.mdb")
-    with open(data, "rb") as f:
-        blob = bytearray(f.read())
-    corrupted = set()
-    for fk in sorted(records)[::3]:
-        rec = records[fk]
-        at = blob.find(rec[:64])
-        assert at >= 0
-        blob[at + 100 + int(rng.integers(0, len(rec) - 100))] ^= 0x01  # inside the compressed payload
-        corrupted.add(fk[-5:])
-    with open(data, "r+b") as f:
-        f.write(blob)
+    _flip_in_file(data, [records[k] for k in sorted(corrupted)], rng, skip=100)  # inside the payload
     with open_store(path, hot_bytes=0, warm_bytes=0) as s:
         for key, value in values.items():
             got = s.get(key, ns="kv", promote=False)

@@ -25,7 +25,7 @@ from memstore.local import LocalArena
 from memstore.v1 import memstore_pb2 as pb
 from memstore_server import create_server
 from memstore_server.auth import create_token
-from tests.conftest import MiB
+from tests.conftest import MiB, status_of
 
 KEYS = [b"sentinel", b"r1", b"r2", b"r3"]
 SIZES = [1, 100, 4096, 65536, 300_000]
@@ -80,14 +80,6 @@ class World:
         self.channel.close()
         self.running.stop(1)
         self.store.close()
-
-
-def _code(fn: Any) -> grpc.StatusCode | None:
-    try:
-        fn()
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +139,7 @@ def test_fuzzed_reservations_and_memory_keep_every_promise(world: World) -> None
                 return
             if how == "foreign":
                 msg = pb.LocalPutCommitRequest(commit=[world.victim_reservation], checksums=[0])
-                assert _code(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.NOT_FOUND
+                assert status_of(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.NOT_FOUND
                 abort = pb.LocalPutCommitRequest(abort=[world.victim_reservation])
                 world.call("LocalPutCommit", abort)  # accepted, and does nothing to it
                 msg = pb.LocalPutCommitRequest(abort=[token])
@@ -155,18 +147,22 @@ def test_fuzzed_reservations_and_memory_keep_every_promise(world: World) -> None
                 return
             if how == "twice":
                 msg = pb.LocalPutCommitRequest(commit=[token, token], checksums=[checksum, checksum])
-                assert _code(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.INVALID_ARGUMENT
+                assert (
+                    status_of(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.INVALID_ARGUMENT
+                )
                 world.call("LocalPutCommit", pb.LocalPutCommitRequest(abort=[token]))
                 return
             if how == "no-checksum":
                 msg = pb.LocalPutCommitRequest(commit=[token])
-                assert _code(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.INVALID_ARGUMENT
+                assert (
+                    status_of(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.INVALID_ARGUMENT
+                )
                 world.call("LocalPutCommit", pb.LocalPutCommitRequest(abort=[token]))
                 return
             if how == "wrong":
                 checksum ^= 1
             msg = pb.LocalPutCommitRequest(commit=[token], checksums=[checksum])
-            code = _code(lambda: world.call("LocalPutCommit", msg))
+            code = status_of(lambda: world.call("LocalPutCommit", msg))
             if token == 0:
                 assert code == grpc.StatusCode.NOT_FOUND
             elif how == "right" and right:
@@ -176,7 +172,7 @@ def test_fuzzed_reservations_and_memory_keep_every_promise(world: World) -> None
             else:
                 # Unwritten, half written or a wrong checksum: refused, and the space given back.
                 assert code == grpc.StatusCode.FAILED_PRECONDITION, (how, right)
-                assert _code(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.NOT_FOUND
+                assert status_of(lambda: world.call("LocalPutCommit", msg)) == grpc.StatusCode.NOT_FOUND
 
         @rule(key=st.sampled_from(KEYS))
         def get(self, key: bytes) -> None:
