@@ -34,7 +34,7 @@ T = TypeVar("T")
 _SERVICE = "/memstore.v1.Store/"
 MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
 _DURABILITY = {"cache": pb.CACHE, "persistent": pb.PERSISTENT}
-_TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio")
+_TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio", "map_bytes")
 
 
 class RemoteError(MemstoreError):

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import lmdb
 
+from memstore import settings
 from memstore.errors import CapacityError, DiskFullError, MemstoreError
 
 T = TypeVar("T")
@@ -66,6 +67,13 @@ class _Op:
     durable: bool  # fsync before acknowledging
     tag: int = 0  # the caller's name for this write, echoed in ``failures``
     future: Future[bool] = field(default_factory=Future)
+
+
+def cold_budget(map_size: int) -> int:
+    """Bytes of records an LMDB map of ``map_size`` holds: ``COLD_FILL`` of it, less a reserve; the rest
+    is LMDB's own B-tree pages and the free pages copy-on-write needs while readers hold old ones."""
+    reserve = min(settings.COLD_RESERVED, map_size // 10)
+    return max(0, int(map_size * settings.COLD_FILL) - reserve)
 
 
 class ColdTier:

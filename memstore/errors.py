@@ -59,6 +59,25 @@ class CorruptRecordError(MemstoreError):
 class StoreLockedError(MemstoreError):
     """Another live process has this store path open; one process owns a store path at a time."""
 
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid  # the process holding it, when it wrote its pid into the LOCK file
+
+
+class SharedMemoryFullError(CapacityError):
+    """The hot tier's arena does not fit in the shared-memory filesystem (``/dev/shm``).
+
+    Give the store fewer ``hot_bytes`` or enlarge that filesystem.
+    """
+
+    def __init__(self, message: str, needed: int, free: int) -> None:
+        super().__init__(message)
+        self.needed, self.free = needed, free
+
+
+class ColdResizeError(CapacityError):
+    """A smaller ``cold_bytes`` than the records of an existing store need; the store was not opened."""
+
 
 class StoreClosedError(MemstoreError):
     """The store was closed; open it again."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import mmap
 import os
@@ -28,6 +29,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 
+from memstore.errors import SharedMemoryFullError
 from memstore.record import RecordMeta
 
 ARENA_MAGIC = b"MSARENA1"
@@ -77,9 +79,18 @@ class HotArena:
             # Reserve the pages now: a full /dev/shm must fail here, not as SIGBUS on a later write.
             os.posix_fallocate(fd, 0, self.size)
             self.mm = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             os.unlink(self.path)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                st = os.statvfs(shm_dir())
+                free = st.f_bavail * st.f_frsize
+                raise SharedMemoryFullError(
+                    f"the hot arena needs {self.size:,} bytes of shared memory and {shm_dir()} has "
+                    f"{free:,} free: lower hot_bytes or enlarge {shm_dir()}",
+                    self.size,
+                    free,
+                ) from None
             raise
         os.close(fd)
         if prefault and hasattr(mmap, "MADV_POPULATE_WRITE"):

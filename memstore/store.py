@@ -28,6 +28,7 @@ import dataclasses
 import fcntl
 import json
 import logging
+import math
 import os
 import secrets
 import struct
@@ -47,9 +48,10 @@ from memstore import settings, tenancy
 from memstore.admission import make_admission
 from memstore.check import check_openable
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
-from memstore.cold import ColdFullError, ColdTier, lmdb_cost
+from memstore.cold import ColdFullError, ColdTier, cold_budget, lmdb_cost
 from memstore.errors import (
     CapacityError,
+    ColdResizeError,
     CorruptRecordError,
     InvalidKeyError,
     InvalidNamespaceError,
@@ -247,14 +249,18 @@ class TieredStore:
         *,
         hot_bytes: int = int(settings.DEFAULTS["hot_bytes"]),  # type: ignore[call-overload]
         warm_bytes: int = int(settings.DEFAULTS["warm_bytes"]),  # type: ignore[call-overload]
-        cold_bytes: int = int(settings.DEFAULTS["cold_bytes"]),  # type: ignore[call-overload]
+        cold_bytes: int | None = None,
         policy: str = str(settings.DEFAULTS["policy"]),
         cold_admission: str = "all",
         background_compression: bool = True,
         prefault: bool = True,
         quotas: Mapping[str, Quota] | None = None,
     ) -> None:
-        for name, v in (("hot_bytes", hot_bytes), ("warm_bytes", warm_bytes), ("cold_bytes", cold_bytes)):
+        for name, v in (
+            ("hot_bytes", hot_bytes),
+            ("warm_bytes", warm_bytes),
+            ("cold_bytes", cold_bytes or 0),
+        ):
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int")
         # Policies first: a bad name fails here, before any file or arena is created.
@@ -271,8 +277,16 @@ class TieredStore:
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._lockfile.seek(0)
+            holder = self._lockfile.read().strip()
             self._lockfile.close()
-            raise StoreLockedError(f"{self.path} is open in another process") from None
+            pid = int(holder) if holder.isdigit() else None
+            by = f" (pid {pid})" if pid else ""
+            raise StoreLockedError(f"{self.path} is open in another process{by}", pid) from None
+        self._lockfile.seek(0)
+        self._lockfile.truncate()
+        self._lockfile.write(str(os.getpid()))  # who holds it, for the error a second opener gets
+        self._lockfile.flush()
         self._owner_file = os.path.join(self.path, "hot.segment")
         try:
             self._remove_dead_segment()
@@ -298,18 +312,20 @@ class TieredStore:
         self,
         hot_bytes: int,
         warm_bytes: int,
-        cold_bytes: int,
+        cold_bytes: int | None,
         quotas: Mapping[str, Quota] | None,
         background_compression: bool,
         prefault: bool,
     ) -> None:
+        recorded = self._recorded_map_size()
+        if cold_bytes is None:
+            cold_bytes = recorded or int(settings.DEFAULTS["cold_bytes"])  # type: ignore[call-overload]
         self._cold = ColdTier(
             os.path.join(self.path, "cold"),
-            self._fixed_map_size(max(cold_bytes, 1 << 20)),
+            max(cold_bytes, 1 << 20),
             pending_limit=max(8 << 20, min(256 << 20, warm_bytes // 2)),  # bytes queued for the writer
         )
-        reserve = min(settings.COLD_RESERVED, self._cold.map_size // 10)
-        self._cold_budget = max(0, int(self._cold.map_size * settings.COLD_FILL) - reserve)
+        self._cold_budget = cold_budget(self._cold.map_size)
         self._hot = HotArena(self.path, max(hot_bytes, 4096), prefault=prefault)
         with open(self._owner_file, "w") as f:
             f.write(self._hot.name)
@@ -342,6 +358,8 @@ class TieredStore:
         self._ns_by_prefix: dict[bytes, Namespace] = {}
         self._load_namespaces()
         self._load_cold_index()
+        if self._cold.map_size != recorded:
+            self._settle_map_size(recorded)
 
         self._prefetcher = Prefetcher(self._prefetch_one)
         self._compact_queue: deque[bytes] = deque()
@@ -364,16 +382,43 @@ class TieredStore:
         except FileNotFoundError:
             pass
 
-    def _fixed_map_size(self, requested: int) -> int:
-        """The map size is chosen once, when the store is created; later opens reuse it."""
-        size_file = os.path.join(self.path, "cold_bytes")
+    @property
+    def cold_map_size(self) -> int:
+        """The cold tier's LMDB map size; its records fill at most ``stats()["cold"]["capacity_bytes"]``."""
+        return self._cold.map_size
+
+    def _recorded_map_size(self) -> int | None:
+        """The cold tier's map size this store was last opened with (None for a new store)."""
         try:
-            with open(size_file) as f:
+            with open(os.path.join(self.path, "cold_bytes")) as f:
                 return int(f.read().strip())
         except (FileNotFoundError, ValueError):
-            with open(size_file, "w") as f:
-                f.write(str(requested))
-            return requested
+            return None
+
+    def _settle_map_size(self, recorded: int | None) -> None:
+        """A new store, or a new ``cold_bytes`` for an existing one: growing always works (LMDB maps
+        more of the file); shrinking only while the records and LMDB's pages still fit."""
+        size = self._cold.map_size
+        if recorded is not None and size < recorded:
+            env = self._cold.env
+            pages = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])  # bytes LMDB has used
+            if pages > size:
+                raise ColdResizeError(
+                    f"cold_bytes {size:,} is too small for {self.path}: its LMDB file already spans "
+                    f"{pages:,} bytes and LMDB never shrinks a file; give at least that, or copy the store "
+                    "into a new data dir with memstore salvage, which writes it compactly"
+                )
+            if self._cold_used > self._cold_budget:
+                need = math.ceil((self._cold_used + settings.COLD_RESERVED) / settings.COLD_FILL)
+                raise ColdResizeError(
+                    f"cold_bytes {size:,} is too small for {self.path}: its cold records take "
+                    f"{self._cold_used:,} bytes and may fill {settings.COLD_FILL:.0%} of cold_bytes; give "
+                    f"at least {need:,} (it was {recorded:,}) or delete records first"
+                )
+        if recorded is not None:
+            log.info("cold tier of %s: map size %d -> %d bytes", self.path, recorded, size)
+        with open(os.path.join(self.path, "cold_bytes"), "w") as f:
+            f.write(str(size))
 
     def _load_namespaces(self) -> None:
         cold = self._cold
@@ -721,6 +766,7 @@ class TieredStore:
                     "checksum_failures": s.checksum_failures,
                     "failed_demotions": s.failed_demotions,
                     "compression_ratio": (raw / used) if raw is not None and used and name != "hot" else None,
+                    "map_bytes": self._cold.map_size if name == "cold" else 0,
                     **s.extra,
                 }
             tiers["hot"]["compression_ratio"] = 1.0 if self._hot_index else None  # stored uncompressed

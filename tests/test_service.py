@@ -229,7 +229,7 @@ def test_memstore_serve_sigterm_and_restart(tmp_path, seed) -> None:  # type: ig
         assert proc.wait(30) == 0
         assert proc.stderr is not None
         log = proc.stderr.read()
-        assert "memstore serving on" in log and "hot_bytes=8388608" in log and "policy=prefix-gd" in log
+        assert "memstore serving on" in log and "hot_bytes=8MiB" in log and "policy=prefix-gd" in log
     with served(cmd, sock) as proc:
         with Client(sock) as c:
             assert c.get_many(list(values)) == list(values.values())

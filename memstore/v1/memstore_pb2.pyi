@@ -164,7 +164,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierStats(_message.Message):
-    __slots__ = ("name", "items", "bytes", "capacity_bytes", "hits", "misses", "demotions", "evictions", "promotions", "checksum_failures", "failed_demotions", "compression_ratio")
+    __slots__ = ("name", "items", "bytes", "capacity_bytes", "hits", "misses", "demotions", "evictions", "promotions", "checksum_failures", "failed_demotions", "compression_ratio", "map_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,7 @@ class TierStats(_message.Message):
     CHECKSUM_FAILURES_FIELD_NUMBER: _ClassVar[int]
     FAILED_DEMOTIONS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     items: int
     bytes: int
@@ -189,7 +190,8 @@ class TierStats(_message.Message):
     checksum_failures: int
     failed_demotions: int
     compression_ratio: float
-    def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ...) -> None: ...
+    map_bytes: int
+    def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ..., map_bytes: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment", "cold_reader_slots", "tenants", "scope")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -13,12 +17,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memstore import TieredStore
-from memstore.quota import load_quotas
+from memstore.errors import ColdResizeError, SharedMemoryFullError, StoreLockedError
+from memstore.hot import shm_dir
+from memstore.quota import Quota, load_quotas
+from memstore.settings import COLD_FILL
 from memstore.tuning import pool_large_allocations
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK
-from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, TokensFile
-from memstore_server.config import ServerConfig, parse_size
+from memstore_server.auth import DEFAULT_TENANT, AuthInterceptor, Principal, TokensFile, load_tokens
+from memstore_server.config import (
+    Address,
+    ConfigError,
+    ServerConfig,
+    check_config,
+    format_size,
+    parse_size,
+)
 from memstore_server.limits import bulk_streams_for
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
@@ -116,30 +130,40 @@ def create_server(
     return RunningServer(server, port, service, health_servicer, memory)
 
 
+class ServeError(RuntimeError):
+    """``memstore serve`` cannot start for a reason outside its settings (a port or data dir in use)."""
+
+
 def serve(config: ServerConfig) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code."""
-    pool_large_allocations()
-    if config.tls_cert and not config.tls_key:
-        raise ValueError("--tls-cert needs --tls-key")
+    """Run until SIGTERM or SIGINT, then shut down gracefully and close the store. Returns the exit code.
+
+    Every setting is checked, and the address probed, before anything is created on disk."""
+    address = check_config(config)
     if (
         not config.auth_tokens
         and not config.tls_client_ca
-        and not _loopback(config.listen)
+        and not _loopback(address)
         and not config.allow_no_auth
     ):
-        raise ValueError(
-            f"refusing to serve {config.listen} without authentication: pass --auth-tokens FILE "
-            "(memstore token create) or --tls-client-ca, or --allow-no-auth true if the network is trusted"
+        raise ConfigError(
+            f"{config.origin('listen')} {config.listen}: refusing to serve a non-loopback address without "
+            "authentication: pass --auth-tokens FILE (memstore token create) or --tls-client-ca, or "
+            "--allow-no-auth if the network is trusted"
         )
-    store = TieredStore(
-        config.data_dir,
-        hot_bytes=config.hot_bytes,
-        warm_bytes=config.warm_bytes,
-        cold_bytes=config.cold_bytes,
-        policy=config.policy,
-        cold_admission=config.cold_admission,
-        quotas=load_quotas(config.quotas, parse_size) if config.quotas else None,
-    )
+    probe_listen(address, config.origin("listen"), config.listen)
+    quotas = None
+    if config.quotas:
+        try:
+            quotas = load_quotas(config.quotas, parse_size)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"{config.origin('quotas')} {config.quotas}: {exc}") from None
+    if config.auth_tokens:
+        try:
+            load_tokens(config.auth_tokens)
+        except ValueError as exc:
+            raise ConfigError(f"{config.origin('auth_tokens')}: {exc}") from None
+    pool_large_allocations()
+    store = _open_store(config, quotas)
     try:
         running = create_server(
             store,
@@ -162,12 +186,19 @@ def serve(config: ServerConfig) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    where = (
-        config.listen
-        if config.listen.startswith("unix:")
-        else f"{config.listen.rsplit(':', 1)[0]}:{running.port}"
+    where = config.listen if address.path else f"{config.listen.rsplit(':', 1)[0]}:{running.port}"
+    tiers = store.stats()
+    log.info(
+        "memstore serving on %s; tiers hot %s, warm %s, cold %s (an LMDB map of %s: records fill up to "
+        "%.0f%% of it); config %s",
+        where,
+        format_size(tiers["hot"]["capacity_bytes"]),
+        format_size(tiers["warm"]["capacity_bytes"]),
+        _size(tiers["cold"]["capacity_bytes"]),
+        format_size(store.cold_map_size),
+        COLD_FILL * 100,
+        config.describe(),
     )
-    log.info("memstore serving on %s; config %s", where, config.describe())
     if not config.auth_tokens:
         log.warning("authentication is off: every caller is the default tenant with every role")
     stop.wait()
@@ -181,8 +212,84 @@ def serve(config: ServerConfig) -> int:
     return 0
 
 
-def _loopback(listen: str) -> bool:
-    if listen.startswith("unix:"):
-        return True
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+def _open_store(config: ServerConfig, quotas: dict[str, Quota] | None) -> TieredStore:
+    """The store of ``config``, with its failures put in terms of the settings that caused them."""
+    try:
+        return TieredStore(
+            config.data_dir,
+            hot_bytes=config.hot_bytes,
+            warm_bytes=config.warm_bytes,
+            cold_bytes=config.cold_bytes,
+            policy=config.policy,
+            cold_admission=config.cold_admission,
+            quotas=quotas,
+        )
+    except StoreLockedError as exc:
+        by = f" (pid {exc.pid})" if exc.pid else ""
+        raise ServeError(
+            f"{config.origin('data_dir')} {config.data_dir}: in use by another memstore{by}; stop it or "
+            "give another --data-dir"
+        ) from None
+    except SharedMemoryFullError as exc:
+        raise ConfigError(
+            f"{config.origin('hot_bytes')} {format_size(config.hot_bytes)}: the hot tier's arena needs "
+            f"{_size(exc.needed)} of shared memory and {shm_dir()} has {_size(exc.free)} free; lower "
+            f"--hot-bytes or enlarge {shm_dir()}"
+        ) from None
+    except ColdResizeError as exc:
+        raise ConfigError(f"{config.origin('cold_bytes')}: {exc}") from None
+    except PermissionError as exc:
+        raise ServeError(
+            f"{config.origin('data_dir')} {config.data_dir}: no permission to write {exc.filename or ''}"
+        ) from None
+
+
+def probe_listen(address: Address, source: str, text: str) -> None:
+    """Fail before the store opens if the address cannot be served: an unknown host, an address of
+    another machine, a port or unix socket another process holds."""
+    if address.path:
+        parent = os.path.dirname(os.path.abspath(address.path))
+        if not os.path.isdir(parent):
+            raise ConfigError(f"{source} {text}: the directory {parent} does not exist")
+        if os.path.exists(address.path):
+            with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+                s.connect(address.path)
+                raise ServeError(
+                    f"{source} {text}: another server listens on this socket; stop it or pick another"
+                )
+        return
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ConfigError(f"{source} {text}: unknown host {address.host!r}") from None
+    if address.port == 0:
+        return
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServeError(
+                    f"{source} {text}: port {address.port} is in use (another memstore serve?); stop it or "
+                    "pick another port"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"{source} {text}: {address.host} is not an address of this machine"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ServeError(f"{source} {text}: no permission to listen on port {address.port}") from None
+            raise
+
+
+def _size(n: int) -> str:
+    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n}B"
+
+
+def _loopback(address: Address) -> bool:
+    return bool(address.path) or address.host in ("localhost", "::1") or address.host.startswith("127.")

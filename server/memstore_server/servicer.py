@@ -310,6 +310,7 @@ class StoreService(Servicer):
                     name=name,
                     **{f: int(st[name][f]) for f in TIER_COUNTERS},
                     compression_ratio=float(st[name]["compression_ratio"] or 0.0),
+                    map_bytes=st[name]["map_bytes"],
                 )
                 for name in ("hot", "warm", "cold")
             ]
@@ -331,6 +332,7 @@ class StoreService(Servicer):
                 items=own[f"{name}_items"],
                 bytes=own[f"{name}_bytes"],
                 capacity_bytes=quota.get(f"{name}_bytes") or st[name]["capacity_bytes"],
+                map_bytes=st[name]["map_bytes"],
             )
             for name in ("hot", "warm", "cold")
         ]
