@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ecq attention error <= 5%": summary["ecq_attn_rel_err"] <= 0.05,
     }
     path = write_result(
-        "codecs", rows, summary, json_path=args.json, config={"quick": args.quick, "repeat": repeat}
+        "codecs", rows, summary, args=args, config={"quick": args.quick, "repeat": repeat}
     )
     _plot(rows, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")

@@ -9,12 +9,14 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # committed: written with --save only
+SCRATCH = Path(tempfile.gettempdir()) / "memstore-bench"
 KiB, MiB = 1 << 10, 1 << 20
 
 
@@ -101,10 +103,11 @@ def write_result(
     rows: list[dict[str, Any]],
     summary: dict[str, Any],
     *,
-    json_path: str | None,
+    args: Any,
     config: dict[str, Any],
 ) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write the result JSON: to ``--json PATH``; with ``--save`` to ``bench/results/NAME.json``, the
+    committed results; otherwise to a scratch copy under the temporary directory."""
     now = dt.datetime.now(dt.UTC)
     doc = {
         "benchmark": name,
@@ -115,9 +118,11 @@ def write_result(
         "summary": summary,
         "rows": rows,
     }
-    path = Path(json_path) if json_path else RESULTS / f"{name}.json"
+    path = Path(args.json) if args.json else (RESULTS if args.save else SCRATCH) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(strict_json(doc), indent=2, allow_nan=False) + "\n")
+    if not args.json and not args.save:
+        print(f"a scratch copy: --save writes the committed bench/results/{name}.json instead")
     return path
 
 

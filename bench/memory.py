@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         <= 10
     }
     path = write_result(
-        "memory", rows, summary, json_path=args.json, config={"quick": args.quick, "dim": DIM}
+        "memory", rows, summary, args=args, config={"quick": args.quick, "dim": DIM}
     )
     print(f"wrote {path}")
     return summary

@@ -31,16 +31,16 @@ from memstore.admission import AdmitAll, SeenTwice
 from memstore.policy import POLICIES, PrefixGreedyDual, make_policy
 from memstore.replay import Request, load_trace, replay
 
-DEFAULT_TRACE = (
-    Path(__file__).resolve().parent.parent.parent
-    / "shared"
-    / "traces"
-    / "mooncake_fast25_conversation_trace.jsonl"
-)
+# The Mooncake FAST'25 conversation trace, shipped compressed (bench/traces/README.md says where from).
+DEFAULT_TRACE = Path(__file__).resolve().parent / "traces" / "mooncake_fast25_conversation_trace.jsonl.xz"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trace", default=str(DEFAULT_TRACE), help="Mooncake-format JSONL trace")
+    p.add_argument(
+        "--trace",
+        default=str(DEFAULT_TRACE),
+        help="Mooncake-format JSONL trace, plain or .xz/.gz (default: bench/traces/ conversation trace)",
+    )
     p.add_argument("--block-tokens", type=int, default=512, help="tokens per hash id")
     p.add_argument("--capacity", default="0.01,0.05,0.1", help="cache sizes as fractions of distinct blocks")
     p.add_argument("--partial-blocks", action="store_true", help="cache partial last blocks too")
@@ -120,18 +120,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     online = [p for p in policies if p != "opt"]
     summary["best_policy"] = max(online, key=lambda p: sum(summary[f"{p}@{f:g}"] for f in fractions))
-    summary["trace"] = Path(args.trace).name
+    summary["trace"] = Path(args.trace).name.removesuffix(".xz").removesuffix(".gz")
     summary["requests"] = len(trace)
     summary["distinct_blocks"] = distinct
     summary["partial_blocks_cached"] = bool(args.partial_blocks)
-    name = "replay-" + Path(args.trace).stem + ("-partial" if args.partial_blocks else "")
+    name = "replay-" + Path(args.trace).name.split(".")[0] + ("-partial" if args.partial_blocks else "")
     if args.requests:
         name += f"-requests-{start or 0}-{'end' if end is None else end}"
     path = write_result(
         name,
         rows,
         summary,
-        json_path=args.json,
+        args=args,
         config={
             "quick": args.quick,
             "block_tokens": args.block_tokens,

@@ -1,15 +1,32 @@
-"""One runner for every benchmark: ``python bench/run.py NAME [--quick] [--json PATH]``."""
+"""One runner for every benchmark: ``python bench/run.py NAME [--quick] [--save | --json PATH]``.
+
+Results go to a scratch copy unless ``--save`` (the committed ``bench/results/``) or ``--json`` says where."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
+    missing = [m for m in ("tqdm", "matplotlib", "psutil") if not _installed(m)]
+    if missing:
+        sys.exit(
+            f"bench/run.py: {', '.join(missing)} missing: the benchmarks need the bench extra, "
+            "python3 -m pip install -e '.[bench]'"
+        )
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__)
     sub = parser.add_subparsers(dest="name", required=True)
     benches = [
@@ -24,7 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--quick", action="store_true", help="smaller data, fewer rounds (under a minute)")
-        p.add_argument("--json", help="where to write the JSON result (default bench/results/NAME.json)")
+        p.add_argument(
+            "--save",
+            action="store_true",
+            help="write the result to bench/results/ (the committed figures); otherwise to a scratch copy",
+        )
+        p.add_argument("--json", help="write the JSON result (and its PNG) here instead")
         if name == "replay":
             from bench import replay
 
@@ -34,8 +56,6 @@ def main(argv: list[str] | None = None) -> None:
                 "--no-redis", action="store_true", help="skip the Redis peer (machines without it)"
             )
     args = parser.parse_args(argv)
-    import importlib
-
     importlib.import_module(f"bench.{args.name}").run(args)
 
 

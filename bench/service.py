@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "service",
         rows,
         summary,
-        json_path=args.json,
+        args=args,
         config={"quick": args.quick, "seconds_per_round": seconds, "rounds": rounds},
     )
     _plot(rows, path.with_suffix(".png"))

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warm_get_bf16_1MiB_GBps >= 1.0": summary["warm_get_bf16_1MiB_GBps"] >= 1.0,
     }
     path = write_result(
-        "tiers", rows, summary, json_path=args.json, config={"quick": args.quick, "bytes_per_case": total}
+        "tiers", rows, summary, args=args, config={"quick": args.quick, "bytes_per_case": total}
     )
     _plot(rows, path.with_suffix(".png"))
     print(

@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "transport" + ("-cuda" if cuda else ""),
         rows,
         summary,
-        json_path=args.json,
+        args=args,
         config={"quick": args.quick, "seconds_per_round": seconds, "rounds": repeat},
     )
     _plot(rows, path.with_suffix(".png"))

@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ttft" + ("-cuda" if cuda else ""),
         rows,
         summary,
-        json_path=args.json,
+        args=args,
         config={"quick": args.quick, "repeat": repeat},
     )
     print(f"wrote {path}")

