@@ -30,6 +30,9 @@ import lmdb
 
 from memstore import settings
 from memstore.errors import CapacityError, DiskFullError, MemstoreError
+from memstore.policy import EvictionPolicy
+from memstore.quota import Usage
+from memstore.tier import Tier
 
 T = TypeVar("T")
 
@@ -67,6 +70,31 @@ class _Op:
     durable: bool  # fsync before acknowledging
     tag: int = 0  # the caller's name for this write, echoed in ``failures``
     future: Future[bool] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class ColdEntry:
+    cost: int  # bytes the record takes in the LMDB file (``lmdb_cost``)
+    persistent: bool
+    tag: int  # which queued write made this entry (to reconcile failed writes)
+
+
+class ColdIndex(Tier[ColdEntry]):
+    """What the cold tier's LMDB file holds (or will once queued writes land), within its budget.
+
+    Cache records are ranked by the eviction policy; persistent ones are never evicted, so they are
+    kept out of its order."""
+
+    def __init__(
+        self, budget: int, policy: EvictionPolicy, usage: Usage, tenant_of: Callable[[bytes], str]
+    ) -> None:
+        super().__init__("cold", budget, policy, usage, tenant_of, lambda c: c.cost)
+        self._next_tag = 0
+
+    def entry_for(self, fk: bytes, record_len: int, persistent: bool) -> ColdEntry:
+        """A new entry for a write about to be queued, tagged so a failure finds only its own entry."""
+        self._next_tag += 1
+        return ColdEntry(lmdb_cost(len(fk), record_len), persistent, self._next_tag)
 
 
 def cold_budget(map_size: int) -> int:
@@ -136,6 +164,10 @@ class ColdTier:
             if buf is None:
                 return None
             return fn(buf)
+
+    def bytes_in_use(self) -> int:
+        """Bytes of the LMDB file up to its last page in use (LMDB never maps less, nor shrinks it)."""
+        return (int(self.env.info()["last_pgno"]) + 1) * int(self.env.stat()["psize"])
 
     def reader_slots(self) -> int:
         """LMDB reader-table slots in use or kept for reuse (a leak of read transactions grows this)."""

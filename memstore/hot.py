@@ -27,10 +27,14 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from memstore.errors import SharedMemoryFullError
+from memstore.policy import EvictionPolicy
+from memstore.quota import Usage
 from memstore.record import RecordMeta
+from memstore.tier import Tier
 
 ARENA_MAGIC = b"MSARENA1"
 ARENA_VERSION = 1
@@ -59,6 +63,27 @@ class HotEntry:
     alloc: int  # bytes taken from the allocator
     meta: RecordMeta
     clean: bool  # an identical copy is in the cold tier: dropping this entry loses nothing
+
+
+@dataclass(frozen=True, slots=True)
+class HotLocation:
+    """Where a record sits in the arena, and the slot generation it had when it was located."""
+
+    slot: int
+    offset: int
+    length: int
+    header_len: int
+    generation: int
+
+
+class Remote:
+    """Marker: the value exists but is not in the arena; fetch it with ``get``."""
+
+    def __repr__(self) -> str:
+        return "REMOTE"
+
+
+REMOTE = Remote()
 
 
 class HotArena:
@@ -223,6 +248,56 @@ class HotArena:
         self.mm.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+class HotTier(Tier[HotEntry]):
+    """The hot tier: raw records in the arena. Its budget is the arena's; removing an entry frees its
+    space and bumps its slot's generation, so a co-located reader's copy of it is refused."""
+
+    def __init__(
+        self,
+        arena: HotArena,
+        enabled: bool,
+        policy: EvictionPolicy,
+        usage: Usage,
+        tenant_of: Callable[[bytes], str],
+    ) -> None:
+        super().__init__("hot", arena.capacity, policy, usage, tenant_of, lambda e: e.length)
+        self.arena = arena
+        self.enabled = enabled  # hot_bytes=0: the arena exists (for reservations' layout) but holds nothing
+
+    @property
+    def used(self) -> int:
+        return self.arena.used
+
+    def max_item(self) -> int:
+        return self.arena.max_item() if self.enabled else -1
+
+    def compression_ratio(self) -> float | None:
+        return 1.0 if self.index else None  # stored uncompressed
+
+    def remove(self, fk: bytes) -> HotEntry | None:
+        entry = super().remove(fk)
+        if entry is not None:
+            self.arena.release(entry)
+        return entry
+
+    def evict(self, fk: bytes) -> HotEntry:
+        entry = super().evict(fk)
+        self.arena.release(entry)
+        return entry
+
+    def locate(self, fk: bytes) -> HotLocation | None:
+        """Where fk's record sits, as a hit; None if it is not in the arena."""
+        entry = self.index.get(fk)
+        if entry is None:
+            return None
+        self.policy.access(fk)
+        self.stats.hits += 1
+        header_len = entry.length - entry.meta.raw_len
+        return HotLocation(
+            entry.slot, entry.offset, entry.length, header_len, self.arena.generation(entry.slot)
+        )
 
 
 def remove_stale_segment(name: str) -> bool:

@@ -21,8 +21,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, TypeVar
+
+from memstore import tenancy
+from memstore.errors import QuotaExceededError
 
 TIERS = ("hot", "warm", "cold")
 DEFAULT_TENANT = "default"
@@ -137,3 +140,94 @@ class AccountedIndex(dict[bytes, E], Generic[E]):
     def clear(self) -> None:
         for fk in list(self):
             del self[fk]
+
+
+class QuotaGuard:
+    """The store's quotas applied: whose a key is, whether a tier can take more of a tenant's bytes,
+    and which victims another tenant's reserved share protects. Callers hold the store's lock."""
+
+    def __init__(self, quotas: dict[str, Quota], usage: Usage) -> None:
+        self.quotas = quotas
+        self.usage = usage
+        self._tenant_by_prefix: dict[bytes, str] = {}
+        self._any_reserved = {tier: any(q.reserved(tier) for q in quotas.values()) for tier in TIERS}
+
+    def tenant_of(self, fk: bytes) -> str:
+        prefix = fk[: 1 + fk[0]]
+        tenant = self._tenant_by_prefix.get(prefix)
+        if tenant is None:
+            tenant = self._tenant_by_prefix[prefix] = tenancy.tenant_of(prefix[1:].decode())
+        return tenant
+
+    def _limit(self, tier: str, tenant: str) -> int | None:
+        quota = self.quotas.get(tenant)
+        return quota.limit(tier) if quota is not None else None
+
+    def over(self, tier: str, fk: bytes, nbytes: int) -> bool:
+        """True if fk's tenant cannot have ``nbytes`` more in ``tier`` even with its own records moved out."""
+        tenant = self.tenant_of(fk)
+        limit = self._limit(tier, tenant)
+        return limit is not None and self.usage.bytes[tier][tenant] + nbytes > limit
+
+    def make_room(
+        self,
+        tier: str,
+        fk: bytes,
+        nbytes: int,
+        victim: Callable[[Callable[[Any], bool], bytes], bytes | None],
+        move_out: Callable[[bytes], bool],
+        pinned: set[bytes],
+    ) -> bool:
+        """Make room for nbytes of fk's tenant under its own limit in ``tier``, from its own records
+        (``victim`` picks one, ``move_out`` moves it down); False if the limit cannot take them."""
+        tenant = self.tenant_of(fk)
+        limit = self._limit(tier, tenant)
+        if limit is None:
+            return True
+        if nbytes > limit:
+            return False
+        while self.usage.bytes[tier][tenant] + nbytes > limit:
+            found = victim(lambda k: k == fk or k in pinned or self.tenant_of(k) != tenant, fk)
+            if found is None or not move_out(found):
+                return False
+        return True
+
+    def skip_for(self, tier: str, fk: bytes, pinned: set[bytes]) -> Callable[[Any], bool]:
+        """Victims for fk's room: not pinned, and not from another tenant inside its reserved share."""
+        if not self._any_reserved[tier]:
+            return pinned.__contains__
+        owner = self.tenant_of(fk)
+
+        def skip(key: Any) -> bool:
+            if key in pinned:
+                return True
+            tenant = self.tenant_of(key)
+            quota = self.quotas.get(tenant)
+            return (
+                tenant != owner
+                and quota is not None
+                and self.usage.bytes[tier][tenant] <= quota.reserved(tier)
+            )
+
+        return skip
+
+    def check_records(self, fk: bytes) -> None:
+        """A new key of a tenant at its record limit is refused before anything is written."""
+        tenant = self.tenant_of(fk)
+        quota = self.quotas.get(tenant)
+        if quota is None or quota.records is None or self.usage.holds(fk):
+            return
+        if self.usage.records[tenant] >= quota.records:
+            raise QuotaExceededError(
+                f"tenant {tenant!r} holds {quota.records} records, its quota: delete some or raise it"
+            )
+
+    def usage_of(self, tenant: str) -> dict[str, Any]:
+        """One tenant's bytes and records per tier, with its quota (None if it has none)."""
+        quota = self.quotas.get(tenant)
+        return {
+            **{f"{tier}_bytes": self.usage.bytes[tier][tenant] for tier in TIERS},
+            **{f"{tier}_items": self.usage.items[tier][tenant] for tier in TIERS},
+            "records": self.usage.records[tenant],
+            "quota": asdict(quota) if quota is not None else None,
+        }

@@ -39,17 +39,17 @@ MUTANTS = [
     Mutant(
         "cold-compressed-checksum",
         "integrity: compressed cold records are checksummed before decoding",
-        "memstore/store.py",
-        "        verify_payload(payload, seed, digest)\n        raw = decode_payload(payload, meta)",
-        "        raw = decode_payload(payload, meta)",
+        "memstore/readpath.py",
+        "    verify_payload(payload, seed, digest)\n    raw = decode_payload(payload, meta)",
+        "    raw = decode_payload(payload, meta)",
         ("tests/test_corruption.py",),
     ),
     Mutant(
         "cold-raw-checksum",
         "integrity: raw cold records are checksummed",
-        "memstore/store.py",
-        "            verify_payload(copy, seed, digest)\n            return meta, copy",
-        "            return meta, copy",
+        "memstore/readpath.py",
+        "        verify_payload(copy, seed, digest)\n        return meta, copy",
+        "        return meta, copy",
         ("tests/test_corruption.py",),
     ),
     Mutant(
@@ -63,9 +63,9 @@ MUTANTS = [
     Mutant(
         "overwrite-keeps-old",
         "an overwritten cache value never comes back after a crash",
-        "memstore/store.py",
-        "            stale = self._drop_cold(fk, durable=False)  # an older value must not outlive a crash",
-        "            stale = None",
+        "memstore/movement.py",
+        "        stale = self.drop_cold(fk, durable=False)  # an older value must not outlive a crash",
+        "        stale = None",
         ("tests/test_durability.py::test_an_overwritten_value_never_comes_back_after_kill9",),
     ),
     Mutant(
@@ -97,10 +97,10 @@ MUTANTS = [
     Mutant(
         "reservation-owner",
         "a reservation serves only the caller that made it",
-        "memstore/store.py",
-        "                if r is None or r.owner != owner:\n"
-        "                    raise UnknownReservationError",
-        "                if r is None:\n                    raise UnknownReservationError",
+        "memstore/reservation.py",
+        "            if r is None or r.owner != owner:\n"
+        "                raise UnknownReservationError",
+        "            if r is None:\n                raise UnknownReservationError",
         (
             "tests/test_fuzz_paths.py",
             "tests/test_adversary.py::test_the_local_path_is_admin_only_and_publishes_only_what_its_maker_wrote",
@@ -109,7 +109,7 @@ MUTANTS = [
     Mutant(
         "commit-checksum",
         "a commit publishes only the bytes whose checksum the writer sent",
-        "memstore/store.py",
+        "memstore/reservation.py",
         "if checksums is not None and xxhash.xxh3_64_intdigest(payload) != checksums[i]:",
         "if False:",
         ("tests/test_fuzz_paths.py",),

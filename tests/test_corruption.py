@@ -95,7 +95,7 @@ def test_flipped_bytes_in_warm_buffers_are_detected(tmp_path, seed) -> None:  # 
         rng = np.random.default_rng(seed)
         corrupted = sorted(values)[::2]
         for key in corrupted:
-            record = s._warm_index[b"\x07default" + key].record
+            record = s.warm.index[b"\x07default" + key].record
             _flip_inside_bytes(record, int(rng.integers(0, len(record))))
         for key, value in values.items():
             got = s.get(key)
@@ -110,8 +110,8 @@ def test_flipped_bytes_in_hot_arena_are_detected(tmp_path, seed) -> None:  # typ
         s.put_many(values)
         rng = np.random.default_rng(seed)
         victim = sorted(values)[3]
-        entry = s._hot_index[b"\x07default" + victim]
-        s._hot.mm[entry.offset + int(rng.integers(0, entry.length))] ^= 0x04
+        entry = s.hot.index[b"\x07default" + victim]
+        s.hot.arena.mm[entry.offset + int(rng.integers(0, entry.length))] ^= 0x04
         assert s.get(victim) is None
         assert s.stats()["hot"]["checksum_failures"] == 1
         for key, value in values.items():
@@ -123,7 +123,7 @@ def test_corrupt_hot_copy_falls_back_to_clean_cold_copy(tmp_path) -> None:  # ty
     with open_store(str(tmp_path / "s")) as s:
         s.create_namespace("p", durability="persistent")
         s.put(b"k", b"v" * 1000, ns="p")
-        entry = s._hot_index[b"\x01pk"]
-        s._hot.mm[entry.offset + entry.length - 1] ^= 0x01
+        entry = s.hot.index[b"\x01pk"]
+        s.hot.arena.mm[entry.offset + entry.length - 1] ^= 0x01
         assert s.get(b"k", ns="p") == b"v" * 1000
         assert s.stats()["hot"]["checksum_failures"] == 1

@@ -104,7 +104,7 @@ def test_pinned_keys_are_never_evicted(tmp_path, seed) -> None:  # type: ignore[
         assert not s.pin(b"absent")
         for i in range(300):
             s.put(b"f%d" % i, rng.randbytes(20_000))
-        hot_keys = set(s._hot_index)
+        hot_keys = set(s.hot.index)
         for k, v in pinned.items():
             assert b"\x07default" + k in hot_keys  # not even demoted
             assert s.get(k) == v

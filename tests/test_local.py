@@ -177,7 +177,7 @@ def test_a_killed_writer_leaves_nothing_visible_and_no_leaked_space(served) -> N
     assert st["expired_reservations"] == 1
     assert st["bytes"] == base + 64 + 0  # only the new 10-byte record (one 64-byte block) is added
     with pytest.raises(Exception, match="no open reservation"):
-        store.commit_put(1)
+        store.local.commit_put(1)
 
 
 def test_persistent_puts_from_a_local_client_go_through_a_synced_commit(served) -> None:  # type: ignore[no-untyped-def]
@@ -204,9 +204,9 @@ def test_bytes_changed_in_place_under_an_unchanged_generation_are_never_accepted
 
         def meddle(slot: int) -> None:
             key = reading[0]
-            (loc,) = store.locate_many([key])
+            (loc,) = store.local.locate_many([key])
             pos = loc.offset + loc.header_len + rng.randrange(50_000)
-            store._hot.view[pos] ^= 0x20
+            store.hot.arena.view[pos] ^= 0x20
             value = bytearray(_value(key, 0, 50_000))
             value[pos - loc.offset - loc.header_len] ^= 0x20
             flipped[key] = bytes(value)

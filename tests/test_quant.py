@@ -203,14 +203,14 @@ def test_flush_waits_for_a_compression_in_progress(tmp_path, seed) -> None:  # t
     x = np.random.default_rng(seed).standard_normal((2, 2, 4, 64, 32)).astype("<f2")
     with open_store(str(tmp_path / "s"), hot_bytes=0, warm_bytes=4 * MiB) as s:
         s.create_namespace("kvq", warm_codec="ecq", cold_codec="ecq")
-        encode, taken = s._encode_for, threading.Event()
+        encode, taken = s._compactor.encode, threading.Event()
 
         def slow_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
             taken.set()
             time.sleep(0.3)  # a large block under a slow codec
             return encode(*args, **kwargs)
 
-        s._encode_for = slow_encode  # type: ignore[method-assign]
+        s._compactor.encode = slow_encode
         s.put(b"block", x, ns="kvq")
         assert taken.wait(10)
         s.flush()

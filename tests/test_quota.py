@@ -162,17 +162,17 @@ def test_reservations_count_toward_the_hot_quota(tmp_path) -> None:  # type: ign
         store.create_namespace("a#x")
         held = []
         for i in range(8):  # 512 KiB asked against 256 KiB of quota, nothing committed
-            r = store.reserve_put(b"k%d" % i, 64 * KiB, ns="a#x")
+            r = store.local.reserve_put(b"k%d" % i, 64 * KiB, ns="a#x")
             if r is not None:
                 held.append(r)
         assert 0 < len(held) < 8
         used = store.stats()["tenants"]["a"]["hot_bytes"]
         assert used <= quota.limit("hot")
-        store.commit_put(held[0].token)
+        store.local.commit_put(held[0].token)
         assert store.stats()["tenants"]["a"]["hot_bytes"] == used
-        assert store.abort_put(held[1].token)
+        assert store.local.abort_put(held[1].token)
         assert store.stats()["tenants"]["a"]["hot_bytes"] < used
-        assert store.reserve_put(b"again", 64 * KiB, ns="a#x") is not None  # the aborted room is back
+        assert store.local.reserve_put(b"again", 64 * KiB, ns="a#x") is not None  # the aborted room is back
     finally:
         store.close()
 
@@ -181,11 +181,11 @@ def test_deleting_a_namespace_cancels_its_open_reservations(tmp_path) -> None:  
     store = open_store(str(tmp_path / "s"), hot_bytes=1 * MiB, warm_bytes=1 * MiB)
     try:
         store.create_namespace("gone")
-        r = store.reserve_put(b"k", 64 * KiB, ns="gone")
+        r = store.local.reserve_put(b"k", 64 * KiB, ns="gone")
         assert r is not None
         store.delete_namespace("gone")
         with pytest.raises(UnknownReservationError):
-            store.commit_put(r.token)
+            store.local.commit_put(r.token)
         for i in range(40):  # enough to push everything out of hot and warm: no record of no namespace
             store.put(b"f%d" % i, bytes(64 * KiB))
         assert store.stats()["hot"]["items"] + store.stats()["warm"]["items"] > 0

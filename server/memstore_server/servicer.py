@@ -380,7 +380,7 @@ class StoreService(Servicer):
     @handler
     def open_local(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         parse(pb.OpenLocalRequest, raw)
-        path, size = self.store.hot_segment()
+        path, size = self.store.local.segment()
         return pb.OpenLocalResponse(
             segment_path=path,
             segment_size=size,
@@ -393,7 +393,7 @@ class StoreService(Servicer):
     def local_get(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.GetRequest, raw)
         out = pb.LocalGetResponse()
-        for loc in self.store.locate_many(req.keys, ns=self._ns(req.namespace)):
+        for loc in self.store.local.locate_many(req.keys, ns=self._ns(req.namespace)):
             if loc is None:
                 out.locations.add(status=pb.LOCAL_MISS)
             elif isinstance(loc, HotLocation):
@@ -420,7 +420,7 @@ class StoreService(Servicer):
             dtype = shape = None
             if item.HasField("array"):
                 dtype, shape = item.array.dtype, tuple(item.array.shape)
-            r = self.store.reserve_put(  # validates key, dtype and shape as Put does
+            r = self.store.local.reserve_put(  # validates key, dtype and shape as Put does
                 item.key,
                 item.size,
                 ns=self._ns(req.namespace),
@@ -444,9 +444,9 @@ class StoreService(Servicer):
                 f"one checksum per committed reservation: {len(req.checksums)} for {len(req.commit)}"
             )
         for token in req.abort:
-            self.store.abort_put(token, owner=current_caller())
+            self.store.local.abort_put(token, owner=current_caller())
         if req.commit:
-            self.store.commit_puts(list(req.commit), list(req.checksums), owner=current_caller())
+            self.store.local.commit_puts(list(req.commit), list(req.checksums), owner=current_caller())
         return pb.LocalPutCommitResponse(committed=len(req.commit)).SerializeToString()
 
     def generic_handler(self) -> grpc.GenericRpcHandler:

@@ -1,0 +1,152 @@
+"""Reading a value out of the tiers, highest first, checking it on the way.
+
+Hot: the record is copied out of the arena under the store's lock (its slot cannot be reused meanwhile)
+and its checksum verified after the lock is released. Warm: the immutable record is decoded and checked
+outside the lock. Cold: LMDB is read outside the lock, the checksum verified before a compressed payload
+is decoded. A record that fails is counted and removed (a clean one falls through to the copy below it);
+a warm or cold hit is promoted into hot if its entry is still the one that was read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from memstore.codecs import RAW, decode_payload
+from memstore.cold import ColdTier
+from memstore.errors import CorruptRecordError, MemstoreError, StoreClosedError
+from memstore.movement import POISON, Movement, decode
+from memstore.namespace import Namespace
+from memstore.record import RecordMeta, raw_to_value, split_record, verify_payload
+
+
+class ReadPath:
+    """The get of ``TieredStore``; takes the store's lock for each step."""
+
+    def __init__(
+        self, lock: threading.RLock, movement: Movement, writer: ColdTier, closed: Callable[[], bool]
+    ) -> None:
+        self._lock = lock
+        self._move = movement
+        self._writer = writer
+        self._closed = closed
+
+    def promote_one(self, fk: bytes) -> bool:
+        """A prefetch worker's step: bring one key into hot; True if this call moved it there."""
+        move = self._move
+        ns = move.namespaces.of(fk)
+        with self._lock:
+            if self._closed() or ns is None or fk in move.hot:
+                return False
+        self.get(ns, fk, promote=True, count=False)
+        with self._lock:
+            if fk in move.hot:
+                move.prefetched.add(fk)
+                return True
+            return False
+
+    def get(self, ns: Namespace, fk: bytes, promote: bool, count: bool = True) -> Any:
+        move = self._move
+        hot, warm, cold = move.hot, move.warm, move.cold
+        with self._lock:
+            if self._closed():
+                raise StoreClosedError("the store is closed")
+            move.reconcile()
+            if count:
+                move.admission.seen(fk)
+                if fk in move.prefetched and fk in hot:
+                    move.prefetched.discard(fk)
+                    hot.stats.bump("prefetch_used")
+            entry = hot.get(fk)
+            copy: bytes | bytearray | None = None
+            if entry is not None:
+                try:
+                    meta, payload, seed, digest = split_record(hot.arena.record(entry))
+                    copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+                    hot.access(fk)
+                    hot.stats.hits += 1
+                except CorruptRecordError:
+                    pass
+        if entry is not None:
+            try:
+                if copy is None:
+                    raise CorruptRecordError("bad header in the hot arena")
+                verify_payload(copy, seed, digest)
+                return raw_to_value(copy, meta)
+            except CorruptRecordError:
+                with self._lock:
+                    hot.stats.checksum_failures += 1
+                    hot.stats.hits -= copy is not None
+                    if hot.get(fk) is entry:
+                        move.drop_upper(fk)
+                if not entry.clean:
+                    return None
+        with self._lock:
+            hot.stats.misses += 1
+            w = warm.get(fk)
+            in_cold = fk in cold
+        if w is not None:
+            try:
+                meta, raw = decode(w.record)
+            except POISON:
+                with self._lock:
+                    warm.stats.checksum_failures += 1
+                    if warm.get(fk) is w:
+                        move.drop_upper(fk)
+                if not w.clean:
+                    return None
+            else:
+                with self._lock:
+                    warm.stats.hits += 1
+                    if warm.get(fk) is w:
+                        warm.access(fk)
+                        if promote and not self._closed():
+                            move.promote(fk, raw, meta, clean=w.clean, from_warm=True)
+                return raw_to_value(raw, meta)
+        else:
+            with self._lock:
+                warm.stats.misses += 1
+        if not in_cold:
+            with self._lock:
+                cold.stats.misses += 1
+            return None
+        return self._get_cold(ns, fk, promote)
+
+    def _get_cold(self, ns: Namespace, fk: bytes, promote: bool) -> Any:
+        move = self._move
+        cold = move.cold
+        try:
+            found = self._writer.read(fk, _decode_owned)
+        except POISON:
+            with self._lock:
+                cold.stats.checksum_failures += 1
+                fut = move.drop_cold(fk, durable=ns.persistent)  # quarantine: never served again
+            if fut is not None:
+                with contextlib.suppress(MemstoreError):
+                    fut.result()
+            return None
+        with self._lock:
+            if found is None:
+                cold.stats.misses += 1
+                return None
+            meta, raw = found
+            cold.stats.hits += 1
+            if fk in cold and not ns.persistent:
+                cold.access(fk)
+            if promote and not self._closed() and fk in cold and fk not in move.hot and fk not in move.warm:
+                move.promote(fk, raw, meta, clean=True, from_warm=False)
+        return raw_to_value(raw, meta)
+
+
+def _decode_owned(record: memoryview) -> tuple[RecordMeta, bytes | bytearray]:
+    """Decode inside an LMDB read transaction: the result must not point into the map."""
+    meta, payload, seed, digest = split_record(record)
+    if meta.codec == RAW.id:  # copy first, then hash the copy while it is in cache
+        copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+        verify_payload(copy, seed, digest)
+        return meta, copy
+    verify_payload(payload, seed, digest)
+    raw = decode_payload(payload, meta)
+    return meta.with_codec(RAW.id), raw if not isinstance(raw, memoryview) else bytes(raw)
