@@ -158,9 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ecq >= 3.5x": summary["ecq_ratio"] >= 3.5,
         "ecq attention error <= 5%": summary["ecq_attn_rel_err"] <= 0.05,
     }
-    path = write_result(
-        "codecs", rows, summary, args=args, config={"quick": args.quick, "repeat": repeat}
-    )
+    path = write_result("codecs", rows, summary, args=args, config={"quick": args.quick, "repeat": repeat})
     _plot(rows, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return summary

@@ -153,8 +153,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"in-process search p50 at {top}k <= 10 ms": summary[f"memstore_in_process_{top}k_search_p50_ms"]
         <= 10
     }
-    path = write_result(
-        "memory", rows, summary, args=args, config={"quick": args.quick, "dim": DIM}
-    )
+    path = write_result("memory", rows, summary, args=args, config={"quick": args.quick, "dim": DIM})
     print(f"wrote {path}")
     return summary

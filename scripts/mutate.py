@@ -98,8 +98,7 @@ MUTANTS = [
         "reservation-owner",
         "a reservation serves only the caller that made it",
         "memstore/reservation.py",
-        "            if r is None or r.owner != owner:\n"
-        "                raise UnknownReservationError",
+        "            if r is None or r.owner != owner:\n                raise UnknownReservationError",
         "            if r is None:\n                raise UnknownReservationError",
         (
             "tests/test_fuzz_paths.py",

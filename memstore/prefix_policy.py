@@ -1,0 +1,335 @@
+"""The prefix-aware eviction policies: a key's parent in a prefix chain (a KV block's predecessor) is
+known, and only leaves of the prefix tree are victims, so a chain loses its tail before its parents, as
+radix-tree caches do. ``memstore.policy`` registers them by name beside the classic ones.
+
+- ``prefix-lru``: least recently used leaf first.
+- ``prefix-slru`` (this project's): probation and protected segments with a ghost list, leaves first.
+- ``prefix-gd`` (this project's): probation for new blocks, GreedyDual by uses for reused ones, the
+  split tuned by ARC's ghost feedback; leaves first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+Skip = Callable[[Hashable], bool]
+
+
+class _PrefixTree:
+    """Leaves-only eviction over a prefix tree, by a score (lowest first); subclasses define the score."""
+
+    name = ""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._parent: dict[Hashable, Hashable | None] = {}
+        self._children: dict[Hashable, int] = {}
+        self._score: dict[Hashable, float] = {}
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._seq = itertools.count()
+        self.clock = 0
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _push(self, key: Hashable) -> None:
+        if self._children.get(key, 0) == 0:
+            heapq.heappush(self._heap, (self._score[key], next(self._seq), key))
+
+    def score(self, key: Hashable, hit: bool) -> float:
+        raise NotImplementedError
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        if key in self._score:
+            self.remove(key)
+        if parent is not None and parent not in self._score:
+            parent = None  # the parent is not cached: this key starts its own chain here
+        self._parent[key] = parent
+        self._children.setdefault(key, 0)
+        if parent is not None:
+            self._children[parent] += 1
+        self._score[key] = self.score(key, hit=False)
+        self._push(key)
+
+    def access(self, key: Hashable) -> None:
+        if key in self._score:
+            self._score[key] = self.score(key, hit=True)
+            self._push(key)
+
+    def remove(self, key: Hashable) -> None:
+        if key not in self._score:
+            return
+        del self._score[key]
+        parent = self._parent.pop(key, None)
+        if self._children.pop(key, 0):  # removed with children in place: they start chains of their own
+            for child, p in self._parent.items():
+                if p == key:
+                    self._parent[child] = None
+        if parent is not None and parent in self._children:
+            self._children[parent] -= 1
+            self._push(parent)  # it may have become a leaf
+
+    evict = remove
+
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
+        held = []
+        found = None
+        while self._heap:
+            score, seq, key = heapq.heappop(self._heap)
+            if self._score.get(key) != score or self._children.get(key, 0) != 0:
+                continue  # stale entry
+            if skip(key):
+                held.append((score, seq, key))
+                continue
+            found = key
+            held.append((score, seq, key))  # stays tracked until evict/remove
+            break
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        if found is None:  # every leaf skipped, or parents that writers named in a cycle: any key will do
+            found = next((k for k in self.ordered() if not skip(k)), None)
+        return found
+
+    def is_leaf(self, key: Hashable) -> bool:
+        return key in self._score and self._children.get(key, 0) == 0
+
+    def parent(self, key: Hashable) -> Hashable | None:
+        return self._parent.get(key)
+
+    def ordered(self) -> list[Hashable]:
+        return sorted(self._score, key=lambda k: self._score[k])
+
+    def __len__(self) -> int:
+        return len(self._score)
+
+
+class PrefixLRU(_PrefixTree):
+    """Leaves only, least recently used leaf first."""
+
+    name = "prefix-lru"
+
+    def score(self, key: Hashable, hit: bool) -> float:
+        return float(self._tick())
+
+
+class PrefixSLRU:
+    """This project's policy for prefix caching: a segmented LRU with a ghost list, leaves first.
+
+    What the traces teach: most blocks are never read again, and a block that came back once comes back
+    far more often than a fresh one (in the Mooncake conversation trace, OPT's hits are mostly on blocks
+    already reused). So new blocks enter a probation segment; a hit, or a re-insertion of a block that
+    probation evicted recently (the ghost list remembers as many keys as the cache holds), moves it to a
+    protected segment. Eviction takes from probation while protected holds at least half the keys, and
+    in each segment prefers leaves of the prefix tree, so a chain loses its tail before its head (a
+    prefix hit needs every block above it). Sizes are fractions of the keys tracked: nothing is fitted
+    to one trace, and the store can use it on byte-budgeted tiers.
+    """
+
+    name = "prefix-slru"
+    PROTECTED = 0.5
+
+    def __init__(self, capacity: int = 0) -> None:
+        self._probation: OrderedDict[Hashable, None] = OrderedDict()
+        self._protected: OrderedDict[Hashable, None] = OrderedDict()
+        self._ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._parent: dict[Hashable, Hashable] = {}
+        self._children: dict[Hashable, int] = {}
+
+    def _tracked(self, key: Hashable) -> bool:
+        return key in self._probation or key in self._protected
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        self.remove(key)
+        if parent is not None and self._tracked(parent):
+            self._parent[key] = parent
+            self._children[parent] = self._children.get(parent, 0) + 1
+        if key in self._ghost:  # evicted from probation recently and wanted again: it is a reused block
+            del self._ghost[key]
+            self._protected[key] = None
+        else:
+            self._probation[key] = None
+
+    def access(self, key: Hashable) -> None:
+        if key in self._probation:
+            del self._probation[key]
+            self._protected[key] = None
+        elif key in self._protected:
+            self._protected.move_to_end(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._probation.pop(key, None)
+        self._protected.pop(key, None)
+        parent = self._parent.pop(key, None)
+        if parent is not None:
+            self._children[parent] -= 1
+            if not self._children[parent]:
+                del self._children[parent]
+
+    def evict(self, key: Hashable) -> None:
+        if key in self._probation:
+            self._ghost[key] = None
+            while len(self._ghost) > max(len(self), 1):
+                self._ghost.popitem(last=False)
+        self.remove(key)
+
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
+        if len(self._protected) > self.PROTECTED * len(self):
+            segments = (self._protected, self._probation)
+        else:
+            segments = (self._probation, self._protected)
+        for leaves_only in (True, False):  # fall back to a non-leaf only when every leaf is skipped
+            for segment in segments:
+                for key in segment:
+                    if not skip(key) and not (leaves_only and key in self._children):
+                        return key
+        return None
+
+    def ordered(self) -> list[Hashable]:
+        return list(self._probation) + list(self._protected)
+
+    def __len__(self) -> int:
+        return len(self._probation) + len(self._protected)
+
+
+class PrefixGreedyDual:
+    """This project's second policy for prefix caching: a probation queue for new blocks, GreedyDual
+    for reused ones, and ARC's feedback for the split between them; leaves of the prefix tree first.
+
+    - A block never reused waits in probation, oldest evicted first.
+    - A reused block (a hit, or a block that comes back after its eviction) is kept by GreedyDual
+      (Cao and Irani, 1997; with frequency as in GDSF): its priority is ``L + log2(1 + uses)``, and
+      ``L`` rises to the priority of each reused block evicted. Blocks used many times outlive those
+      used once, and stale ones age out as ``L`` climbs. Use counts of evicted blocks are remembered
+      for four times as many keys as are tracked: conversations come back minutes later, long after
+      a small cache has turned over.
+    - The share of keys probation aims for adapts as ARC's target does: a block evicted from probation
+      that comes back raises it, a reused block that comes back lowers it. Both ghost lists remember
+      the same window of evictions (as many as the policy tracks keys), so neither signal drowns the
+      other: in the conversation trace new blocks are evicted far more often than reused ones.
+    Nothing is fitted to one trace: the sizes are fractions of the keys tracked, so the store can use
+    it on byte-budgeted tiers.
+    """
+
+    name = "prefix-gd"
+
+    def __init__(self, capacity: int = 0, history: int = 4) -> None:
+        self._history_per_key = history  # evicted keys whose use counts are remembered, per key tracked
+        self._uses: dict[Hashable, int] = {}
+        self._priority: dict[Hashable, float] = {}
+        self._parent: dict[Hashable, Hashable] = {}
+        self._children: dict[Hashable, int] = {}
+        self._heaps: tuple[list[tuple[float, int, Hashable]], list[tuple[float, int, Hashable]]] = ([], [])
+        self._seq = itertools.count()
+        self._tick = 0
+        self._inflation = 0.0  # GreedyDual's L
+        self._reused = 0  # keys tracked with uses >= 1
+        self._target = 0.5  # share of the keys probation aims for
+        self._evictions = 0
+        # evicted keys -> their eviction number, for the split: never reused, and reused
+        self._ghosts: tuple[OrderedDict[Hashable, int], ...] = (OrderedDict(), OrderedDict())
+        self._history: OrderedDict[Hashable, int] = OrderedDict()  # evicted keys -> uses
+
+    def _push(self, key: Hashable) -> None:
+        if key not in self._children:  # only leaves are candidates
+            heap = self._heaps[self._uses[key] > 0]
+            heapq.heappush(heap, (self._priority[key], next(self._seq), key))
+
+    def _place(self, key: Hashable) -> None:
+        uses = self._uses[key]
+        if uses:
+            self._priority[key] = self._inflation + math.log2(1 + uses)
+        else:
+            self._tick += 1
+            self._priority[key] = float(self._tick)
+        self._push(key)
+
+    def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
+        uses = self._uses.get(key, 0)  # a put of a key it holds keeps its history
+        self.remove(key)
+        if key in self._history:  # it came back: that is a use
+            uses = self._history.pop(key) + 1
+        for reused, ghost in enumerate(self._ghosts):
+            if ghost.pop(key, None) is not None:  # evicted recently: a block we should have kept
+                step = max(1.0, len(self._ghosts[1 - reused]) / max(len(ghost) + 1, 1)) / max(len(self), 1)
+                self._target = min(1.0, max(0.0, self._target + (-step if reused else step)))
+        if parent is not None and parent in self._uses:
+            self._parent[key] = parent
+            self._children[parent] = self._children.get(parent, 0) + 1
+        self._uses[key] = uses
+        self._reused += uses > 0
+        self._place(key)
+
+    def access(self, key: Hashable) -> None:
+        if key in self._uses:
+            self._reused += self._uses[key] == 0
+            self._uses[key] += 1
+            self._place(key)
+
+    def remove(self, key: Hashable) -> None:
+        if key not in self._uses:
+            return
+        self._reused -= self._uses.pop(key) > 0
+        del self._priority[key]
+        parent = self._parent.pop(key, None)
+        if parent is not None:
+            self._children[parent] -= 1
+            if not self._children[parent]:
+                del self._children[parent]
+                if parent in self._uses:
+                    self._push(parent)  # it became a leaf
+
+    def evict(self, key: Hashable) -> None:
+        if key in self._uses:
+            uses = self._uses[key]
+            if uses:
+                self._inflation = max(self._inflation, self._priority[key])
+            self._evictions += 1
+            self._ghosts[uses > 0][key] = self._evictions
+            window = self._evictions - max(len(self), 1)
+            for ghost in self._ghosts:
+                while ghost and next(iter(ghost.values())) < window:
+                    ghost.popitem(last=False)
+            self._history[key] = uses
+            while len(self._history) > self._history_per_key * max(len(self), 1):
+                self._history.popitem(last=False)
+        self.remove(key)
+
+    def _leaf(self, heap: list[tuple[float, int, Hashable]], reused: bool, skip: Skip) -> Hashable | None:
+        held = []
+        found = None
+        while heap:
+            entry = heapq.heappop(heap)
+            priority, _, key = entry
+            if (
+                self._priority.get(key) != priority
+                or key in self._children
+                or (self._uses[key] > 0) != reused
+            ):
+                continue  # stale entry
+            held.append(entry)  # stays tracked until evict/remove
+            if not skip(key):
+                found = key
+                break
+        for entry in held:
+            heapq.heappush(heap, entry)
+        return found
+
+    def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
+        order = [False, True]  # probation first while it holds more than its target
+        if len(self) - self._reused <= self._target * len(self):
+            order.reverse()
+        for reused in order:
+            key = self._leaf(self._heaps[reused], reused, skip)
+            if key is not None:
+                return key
+        return next((k for k in self.ordered() if not skip(k)), None)  # every leaf skipped
+
+    def ordered(self) -> list[Hashable]:
+        return sorted(self._uses, key=lambda k: (self._uses[k] > 0, self._priority[k]))
+
+    def __len__(self) -> int:
+        return len(self._uses)
