@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -164,6 +164,17 @@ class ColdTier:
             if buf is None:
                 return None
             return fn(buf)
+
+    def report(self, raw_bytes: int) -> dict[str, Any]:
+        """The writer's part of the cold tier's stats; ``raw_bytes``: decoded bytes of what it wrote."""
+        written = self.bytes_written
+        return {
+            "compression_ratio": raw_bytes / written if written else None,
+            "bytes_written": written,
+            "commits": self.commits,
+            "map_bytes": self.map_size,
+            "reader_slots": self.reader_slots(),
+        }
 
     def bytes_in_use(self) -> int:
         """Bytes of the LMDB file up to its last page in use (LMDB never maps less, nor shrinks it)."""

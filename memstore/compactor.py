@@ -9,6 +9,7 @@ or move meanwhile always wins.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -51,6 +52,14 @@ class Compactor:
     def idle(self) -> bool:
         """Nothing queued and nothing being compressed (what ``flush`` waits for)."""
         return not self._queue and not self._busy
+
+    def wait_idle(self) -> None:
+        """Wait until nothing is queued or being compressed (the caller holds no lock)."""
+        while True:
+            with self._cond:
+                if self.idle():
+                    return
+            time.sleep(0.001)
 
     def close(self) -> None:
         """Stop the thread; records still queued stay raw (the caller holds no lock)."""

@@ -30,212 +30,45 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
-import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from memstore import tenancy
 from memstore.errors import InvalidValueError, MemstoreError
+from memstore.memory_record import (
+    IN_STORE,
+    SEP,
+    MemoryRecord,
+    VersionConflict,
+    check_namespace,
+    matches,
+    record_from_pb,
+    record_to_pb,
+)
+from memstore.memory_search import MemorySearch
+from memstore.memory_session import Sessions
 from memstore.store import TieredStore
 
-SEP = "\x1f"
+__all__ = [
+    "IN_STORE",
+    "PAGE_BYTES",
+    "MemoryRecord",
+    "MemoryStore",
+    "VersionConflict",
+    "matches",
+    "record_from_pb",
+    "record_to_pb",
+]
+
 # The records of one List or History answer: at least one, otherwise about this many bytes, well below
 # the message limit (a record itself arrived in one message, so a page of one always fits).
 PAGE_BYTES = 1 << 20
 log = logging.getLogger("memstore.memory")
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-class _InStore:
-    """Placeholder for a value that lives only in the store's tiers (the index keeps what search needs)."""
-
-    def __repr__(self) -> str:
-        return "<in store>"
-
-
-IN_STORE: Any = _InStore()
-
-
-class VersionConflict(MemstoreError):
-    """``if_version`` did not match the record's current version; nothing was written."""
-
-
-@dataclass
-class MemoryRecord:
-    namespace: tuple[str, ...]
-    key: str
-    value: Any = None
-    text: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    embedding: np.ndarray | None = field(default=None, repr=False)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    ttl: float | None = None
-    expires_at: float | None = None
-    valid_from: float | None = None
-    valid_to: float | None = None
-    version: int = 0
-    deleted: bool = False
-    content_hash: str = field(default="", repr=False)
-    score: float | None = None  # set by search
-
-    def _json(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "namespace",
-                "key",
-                "value",
-                "text",
-                "metadata",
-                "tags",
-                "created_at",
-                "updated_at",
-                "ttl",
-                "expires_at",
-                "valid_from",
-                "valid_to",
-                "version",
-                "deleted",
-                "content_hash",
-            )
-        }
-
-    def encode(self) -> bytes:
-        doc = json.dumps(self._json(), separators=(",", ":")).encode()
-        emb = b"" if self.embedding is None else np.asarray(self.embedding, dtype="<f4").tobytes()
-        return struct.pack("<I", len(doc)) + doc + emb
-
-    @classmethod
-    def decode(cls, raw: bytes) -> MemoryRecord:
-        (n,) = struct.unpack_from("<I", raw)
-        doc = json.loads(raw[4 : 4 + n])
-        doc["namespace"] = tuple(doc["namespace"])
-        emb = raw[4 + n :]
-        return cls(**doc, embedding=np.frombuffer(emb, dtype="<f4").copy() if emb else None)
-
-
-def _check_namespace(namespace: Sequence[str]) -> tuple[str, ...]:
-    ns = tuple(namespace)
-    if not ns or not all(isinstance(p, str) and p and SEP not in p and "\x00" not in p for p in ns):
-        raise InvalidValueError(
-            "a namespace is a non-empty tuple of non-empty strings without \\x1f or \\x00"
-        )
-    return ns
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-# ---- filters ----------------------------------------------------------------------------------------
-
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "$eq": lambda a, b: a == b,
-    "$ne": lambda a, b: a != b,
-    "$in": lambda a, b: a in b,
-    "$nin": lambda a, b: a not in b,
-    "$gt": lambda a, b: a is not None and a > b,
-    "$gte": lambda a, b: a is not None and a >= b,
-    "$lt": lambda a, b: a is not None and a < b,
-    "$lte": lambda a, b: a is not None and a <= b,
-}
-
-
-def matches(record: MemoryRecord, flt: dict[str, Any] | None) -> bool:
-    """Filter language: {"field": value} (equality on metadata), {"field": {"$ne"|"$in"|"$nin"|"$gt"|
-    "$gte"|"$lt"|"$lte": v}}, {"$and": [...]}, {"$or": [...]}, {"$not": {...}}, {"$tags": [all of]}."""
-    if not flt:
-        return True
-    for name, cond in flt.items():
-        if name == "$and":
-            ok = all(matches(record, f) for f in cond)
-        elif name == "$or":
-            ok = any(matches(record, f) for f in cond)
-        elif name == "$not":
-            ok = not matches(record, cond)
-        elif name == "$tags":
-            ok = set(cond) <= set(record.tags)
-        elif isinstance(cond, dict) and cond and all(k.startswith("$") for k in cond):
-            have = record.metadata.get(name)
-            for op in cond:
-                if op not in _OPS:
-                    raise InvalidValueError(f"unknown filter operator {op!r}")
-            ok = all(_OPS[op](have, arg) for op, arg in cond.items())
-        else:
-            ok = record.metadata.get(name) == cond
-        if not ok:
-            return False
-    return True
-
-
-# ---- vector index -----------------------------------------------------------------------------------
-
-
-class _VectorIndex:
-    """Embeddings of one dimension in a growing matrix: a search is one matrix-vector product."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.mat = np.empty((1024, dim), dtype=np.float32)
-        self.norm = np.empty(1024, dtype=np.float32)
-        self.valid = np.zeros(1024, dtype=bool)
-        self.ns_id = np.zeros(1024, dtype=np.int32)
-        self.idents: list[tuple[tuple[str, ...], str]] = []
-        self.row: dict[tuple[tuple[str, ...], str], int] = {}
-        self.namespaces: dict[tuple[str, ...], int] = {}
-        self.n = 0
-
-    def upsert(self, ident: tuple[tuple[str, ...], str], vec: np.ndarray) -> None:
-        self.remove(ident)
-        if self.n == len(self.mat):
-            grow = len(self.mat) * 2
-            self.mat = np.resize(self.mat, (grow, self.dim))
-            self.norm, self.valid, self.ns_id = (
-                np.resize(a, grow) for a in (self.norm, self.valid, self.ns_id)
-            )
-            self.valid[self.n :] = False
-        i = self.n
-        self.mat[i] = vec
-        self.norm[i] = float(np.linalg.norm(vec))
-        self.valid[i] = True
-        self.ns_id[i] = self.namespaces.setdefault(ident[0], len(self.namespaces))
-        self.idents.append(ident)
-        self.row[ident] = i
-        self.n += 1
-
-    def remove(self, ident: tuple[tuple[str, ...], str]) -> None:
-        i = self.row.pop(ident, None)
-        if i is not None:
-            self.valid[i] = False
-
-    def ranked(self, q: np.ndarray, prefix: tuple[str, ...], want: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Rows under the namespace prefix, best first, with their cosine scores (the best ``want`` when
-        given, else all)."""
-        allowed = np.zeros(max(len(self.namespaces), 1), dtype=bool)
-        for ns, j in self.namespaces.items():
-            allowed[j] = ns[: len(prefix)] == prefix
-        mask = self.valid[: self.n] & allowed[self.ns_id[: self.n]]
-        sims = self.mat[: self.n] @ q / (self.norm[: self.n] * max(float(np.linalg.norm(q)), 1e-30) + 1e-30)
-        sims[~mask] = -np.inf
-        count = int(mask.sum())
-        if 0 < want < count:  # only the best ``want`` rows, sorted: cheaper than sorting them all
-            top = np.argpartition(-sims, want - 1)[:want]
-            order = top[np.argsort(-sims[top], kind="stable")]
-        else:
-            order = np.argsort(-sims, kind="stable")[:count]
-        return order, sims[order]
-
-
-# ---- the store --------------------------------------------------------------------------------------
 
 
 class MemoryStore:
@@ -263,10 +96,13 @@ class MemoryStore:
         store.create_namespace(self.ns, durability="persistent")
         self._live: dict[tuple[tuple[str, ...], str], MemoryRecord] = {}
         self._history: dict[tuple[tuple[str, ...], str], builtins.list[int]] = {}
-        self._vectors: dict[int, _VectorIndex] = {}
+        self._search = MemorySearch(self)
+        self.search = self._search.search  # see memstore.memory_search
+        self._recall = Sessions(self)
+        self.open_session = self._recall.open_session  # see memstore.memory_session
+        self.close_session = self._recall.close_session
+        self.register_kv_dependency = self._recall.register_kv_dependency
         # KV blocks built from records: (namespace, key) -> [(kv namespace, kv key, record version)]
-        self._deps: dict[tuple[tuple[str, ...], str], builtins.list[tuple[str, bytes, int]]] = {}
-        self._sessions: dict[str, tuple[builtins.list[tuple[str, bytes]], builtins.list[bytes]]] = {}
         self._heat: dict[tuple[tuple[str, ...], str], tuple[float, float]] = {}
         self._load()
         self._stop = threading.Event()
@@ -332,18 +168,13 @@ class MemoryStore:
 
     def heat(self, namespace: Sequence[str], key: str) -> float:
         """Reads of the record, each decaying with a half-life of ``HEAT_HALF_LIFE`` seconds."""
-        ident = (_check_namespace(namespace), key)
+        ident = (check_namespace(namespace), key)
         with self._lock:
             h, t = self._heat.get(ident, (0.0, self.clock()))
         return float(h * 0.5 ** ((self.clock() - t) / self.HEAT_HALF_LIFE))
 
     def _index(self, rec: MemoryRecord) -> None:
-        ident = (rec.namespace, rec.key)
-        for index in self._vectors.values():
-            index.remove(ident)
-        if rec.embedding is not None and not rec.deleted:
-            dim = int(rec.embedding.shape[0])
-            self._vectors.setdefault(dim, _VectorIndex(dim)).upsert(ident, rec.embedding)
+        self._search.index(rec)
 
     # ---- writes ---------------------------------------------------------------------------------
 
@@ -391,7 +222,7 @@ class MemoryStore:
         versions: builtins.list[int] = []
         with self._lock:
             for item in items:
-                ns = _check_namespace(item["namespace"])
+                ns = check_namespace(item["namespace"])
                 key = item["key"]
                 if not isinstance(key, str) or not key or "\x00" in key:
                     raise InvalidValueError("a key is a non-empty string without \\x00")
@@ -441,7 +272,7 @@ class MemoryStore:
                 self.store.put_many(writes, ns=self.ns)  # one synced commit for the batch
             for rec in staged:
                 ident = (rec.namespace, rec.key)
-                self._invalidate(ident, rec.version)
+                self._recall.invalidate(ident, rec.version)
                 old = self._live.get(ident)
                 if old is not None:
                     self._history.setdefault(ident, []).append(old.version)
@@ -451,12 +282,12 @@ class MemoryStore:
 
     def delete(self, namespace: Sequence[str], key: str, *, hard: bool = False) -> bool:
         """Soft delete keeps the history (and records the deletion as a version); hard removes everything."""
-        ns = _check_namespace(namespace)
+        ns = check_namespace(namespace)
         with self._lock:
             old = self._live.get((ns, key))
             if old is None or (old.deleted and not hard):
                 return False
-            self._invalidate((ns, key), old.version + 1)
+            self._recall.invalidate((ns, key), old.version + 1)
             if hard:
                 for v in self._history.pop((ns, key), []):
                     self.store.delete(self._key("h", ns, key, v), ns=self.ns)
@@ -479,7 +310,7 @@ class MemoryStore:
 
     def revert(self, namespace: Sequence[str], key: str, version: int) -> int:
         """Make an earlier version current again (as a new version); returns the new version."""
-        ns = _check_namespace(namespace)
+        ns = check_namespace(namespace)
         old = next((r for r in self.history(ns, key) if r.version == version), None)
         if old is None:
             raise InvalidValueError(f"{ns}/{key} has no version {version}")
@@ -503,7 +334,7 @@ class MemoryStore:
 
     def get(self, namespace: Sequence[str], key: str) -> MemoryRecord | None:
         """The current record, or None; a read refreshes the record's TTL."""
-        ns = _check_namespace(namespace)
+        ns = check_namespace(namespace)
         now = self.clock()
         with self._lock:
             rec = self._live.get((ns, key))
@@ -529,7 +360,7 @@ class MemoryStore:
     ) -> tuple[builtins.list[MemoryRecord], int | None]:
         """The versions newer than ``after``, oldest first, as many as fit in ``max_bytes`` (at least one),
         and the version to pass as ``after`` for the next page (None at the end)."""
-        ns = _check_namespace(namespace)
+        ns = check_namespace(namespace)
         with self._lock:
             versions = [v for v in self._history.get((ns, key), []) if v > after]
             current = self._live.get((ns, key))
@@ -608,144 +439,6 @@ class MemoryStore:
             out.add(ns[:max_depth] if max_depth else ns)
         return sorted(out)
 
-    def search(
-        self,
-        namespace_prefix: Sequence[str] = (),
-        *,
-        vector: Sequence[float] | np.ndarray | None = None,
-        query: str | None = None,
-        filter: dict[str, Any] | None = None,
-        top_k: int = 10,
-        as_of: float | None = None,
-        cursor: int = 0,
-        alpha: float = 0.5,
-        semantic: bool = False,
-    ) -> builtins.list[MemoryRecord]:
-        """Cosine over embeddings (``vector``), keyword (``query``), or both (hybrid: ``alpha`` weighs the
-        vector score); ``semantic`` embeds the query and searches by meaning; metadata ``filter``;
-        ``as_of`` searches the versions that were current then.
-        ``cursor`` skips that many results (pages of ``top_k``)."""
-        prefix = tuple(namespace_prefix)
-        now = self.clock()
-        if semantic and query and vector is None:
-            if self.embedder is None:
-                raise InvalidValueError("semantic search needs a server started with text embedding")
-            vector, query = self.embedder([query])[0], None
-        if vector is not None and query is None and as_of is None:
-            return self._vector_search(
-                prefix, np.asarray(vector, dtype=np.float32).reshape(-1), filter, top_k, cursor, now
-            )
-        with self._lock:
-            candidates = [r for i, r in self._live.items() if i[0][: len(prefix)] == prefix]
-        if as_of is not None:
-            candidates = [r for r in (self._as_of(r, as_of) for r in candidates) if r is not None]
-            alive: Callable[[MemoryRecord], bool] = lambda r: not r.deleted  # noqa: E731
-            when = as_of
-        else:
-            alive = lambda r: self._alive(r, now)  # noqa: E731
-            when = now
-        pool = [r for r in candidates if alive(r) and self._valid(r, when) and matches(r, filter)]
-        if not pool:
-            return []
-        scores = np.zeros(len(pool))
-        if vector is not None:
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
-            has = [i for i, r in enumerate(pool) if r.embedding is not None and r.embedding.shape == q.shape]
-            if has:
-                m = np.stack([pool[i].embedding for i in has])  # type: ignore[misc]
-                cos = (m @ q) / (np.linalg.norm(m, axis=1) * max(float(np.linalg.norm(q)), 1e-30) + 1e-30)
-                scores[has] += (alpha if query else 1.0) * cos
-        if query:
-            keyword = self._keyword_scores(pool, query)
-            scores += (1 - alpha if vector is not None else 1.0) * keyword
-            if vector is None:  # a keyword search returns only records that contain a query term
-                keep = [i for i in range(len(pool)) if keyword[i] > 0]
-                pool, scores = [pool[i] for i in keep], scores[keep]
-        if vector is None and not query:
-            order = sorted(range(len(pool)), key=lambda i: (pool[i].namespace, pool[i].key))
-        else:
-            order = sorted(range(len(pool)), key=lambda i: -scores[i])
-        out = []
-        for i in order[cursor : cursor + top_k]:
-            out.append(
-                replace(
-                    self._full(pool[i]), score=float(scores[i]) if (vector is not None or query) else None
-                )
-            )
-        return out
-
-    def _vector_search(
-        self,
-        prefix: tuple[str, ...],
-        q: np.ndarray,
-        flt: dict[str, Any] | None,
-        top_k: int,
-        cursor: int,
-        now: float,
-    ) -> builtins.list[MemoryRecord]:
-        """The fast path: one matrix-vector product over the index, then filters on the best rows."""
-        with self._lock:
-            index = self._vectors.get(int(q.shape[0]))
-            if index is None:
-                return []
-            # Room for rows the filters reject; when that is not enough, rank every row.
-            want = 4 * (cursor + top_k) + 64
-            out = self._collect(index, *index.ranked(q, prefix, want), flt, top_k, cursor, now)
-            if len(out) < top_k and want < index.n:
-                out = self._collect(index, *index.ranked(q, prefix), flt, top_k, cursor, now)
-            return out
-
-    def _collect(
-        self,
-        index: _VectorIndex,
-        order: np.ndarray,
-        sims: np.ndarray,
-        flt: dict[str, Any] | None,
-        top_k: int,
-        cursor: int,
-        now: float,
-    ) -> builtins.list[MemoryRecord]:
-        out: builtins.list[MemoryRecord] = []
-        skipped = 0
-        for row, score in zip(order.tolist(), sims.tolist(), strict=True):
-            rec = self._live.get(index.idents[row])
-            if rec is None or not self._alive(rec, now) or not matches(rec, flt) or not self._valid(rec, now):
-                continue
-            if skipped < cursor:
-                skipped += 1
-                continue
-            out.append(replace(self._full(rec), score=float(score)))
-            if len(out) == top_k:
-                break
-        return out
-
-    @staticmethod
-    def _valid(rec: MemoryRecord, when: float) -> bool:
-        return (rec.valid_from is None or rec.valid_from <= when) and (
-            rec.valid_to is None or when < rec.valid_to
-        )
-
-    @staticmethod
-    def _keyword_scores(pool: builtins.list[MemoryRecord], query: str) -> np.ndarray:
-        """BM25 over each record's text (and string values), normalised to 0..1."""
-        docs = [
-            _words(" ".join(x for x in (r.text, r.value if isinstance(r.value, str) else None) if x))
-            for r in pool
-        ]
-        terms = set(_words(query))
-        n = len(docs)
-        avg = sum(len(d) for d in docs) / max(n, 1) or 1.0
-        df = {t: sum(1 for d in docs if t in d) for t in terms}
-        out = np.zeros(n)
-        for j, d in enumerate(docs):
-            for t in terms:
-                tf = d.count(t)
-                if tf:
-                    idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                    out[j] += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(d) / avg))
-        top = out.max()
-        return out / top if top > 0 else out
-
     def _as_of(self, current: MemoryRecord, t: float) -> MemoryRecord | None:
         if current.updated_at <= t:
             return current
@@ -753,72 +446,6 @@ class MemoryStore:
             if rec.updated_at <= t:
                 return rec
         return None
-
-    # ---- KV dependencies and sessions ------------------------------------------------------------
-
-    def register_kv_dependency(
-        self, kv_namespace: str, kv_keys: Iterable[bytes], records: Iterable[tuple[Sequence[str], str, int]]
-    ) -> None:
-        """Declare KV blocks (of a memstore KV namespace) as built from records at these versions: a later
-        change to any of those records deletes exactly these blocks, nothing else."""
-        keys = list(kv_keys)
-        with self._lock:
-            for namespace, key, version in records:
-                ident = (_check_namespace(namespace), key)
-                rec = self._live.get(ident)
-                if rec is None or rec.deleted or rec.version != version:  # already stale: drop them now
-                    for k in keys:
-                        self.store.delete(k, ns=kv_namespace)
-                    continue
-                self._deps.setdefault(ident, []).extend((kv_namespace, k, version) for k in keys)
-
-    def _invalidate(self, ident: tuple[tuple[str, ...], str], new_version: int) -> None:
-        for kv_ns, kv_key, version in self._deps.pop(ident, []):
-            if version < new_version:
-                self.store.delete(kv_key, ns=kv_ns)
-
-    def open_session(
-        self,
-        session_id: str,
-        namespace: Sequence[str],
-        *,
-        hint_queries: Iterable[str] = (),
-        recent: int = 64,
-        kv: tuple[str, Iterable[bytes]] | None = None,
-    ) -> None:
-        """An agent's session resumes: returns at once and promotes its pinned and most recent records, the
-        results of the hint queries and (``kv`` = (namespace, keys)) its KV prefix toward the hot tier.
-        Records tagged "pinned" are pinned in the store for the session's lifetime."""
-        ns = _check_namespace(namespace)
-        now = self.clock()
-        with self._lock:
-            mine = [r for i, r in self._live.items() if i[0][: len(ns)] == ns and self._alive(r, now)]
-        mine.sort(key=lambda r: (-self.heat(r.namespace, r.key), -r.updated_at))  # hottest, then newest
-        chosen = {(r.namespace, r.key) for r in mine if "pinned" in r.tags} | {
-            (r.namespace, r.key) for r in mine[:recent]
-        }
-        for q in hint_queries:
-            chosen |= {(r.namespace, r.key) for r in self.search(ns, query=q, top_k=16)}
-        keys = [self._key("r", n, k) for n, k in chosen]
-        pinned = [(self.ns, self._key("r", r.namespace, r.key)) for r in mine if "pinned" in r.tags]
-        for _, k in pinned:
-            self.store.pin(k, ns=self.ns)
-        self.store.prefetch(keys, ns=self.ns, mode="best_effort")
-        if kv is not None:
-            self.store.prefetch(list(kv[1]), ns=kv[0], mode="best_effort")
-        with self._lock:
-            self._sessions[session_id] = (pinned, keys)
-
-    def close_session(self, session_id: str) -> None:
-        """The session ends: its records are unpinned and moved out of the hot tier."""
-        with self._lock:
-            session = self._sessions.pop(session_id, None)
-        if session is None:
-            return
-        pinned, keys = session
-        for ns, k in pinned:
-            self.store.unpin(k, ns=ns)
-        self.store.demote(keys, ns=self.ns)
 
     # ---- TTL ------------------------------------------------------------------------------------
 
@@ -840,59 +467,3 @@ class MemoryStore:
         self._stop.set()
         if self._sweeper is not None:
             self._sweeper.join()
-
-
-# ---- protobuf conversion (shared by the service and the clients) ------------------------------------
-
-
-def record_to_pb(rec: MemoryRecord) -> Any:
-    from memstore.v1 import memstore_pb2 as pb
-
-    msg = pb.MemoryRecord(
-        namespace=list(rec.namespace),
-        key=rec.key,
-        value_json=json.dumps(rec.value),
-        metadata_json=json.dumps(rec.metadata),
-        tags=rec.tags,
-        created_at=rec.created_at,
-        updated_at=rec.updated_at,
-        version=rec.version,
-        deleted=rec.deleted,
-    )
-    if rec.embedding is not None:
-        msg.embedding.extend(rec.embedding.tolist())
-    for name in ("text", "ttl", "expires_at", "valid_from", "valid_to", "score"):
-        if getattr(rec, name) is not None:
-            setattr(msg, name, getattr(rec, name))
-    return msg
-
-
-def record_from_pb(msg: Any) -> MemoryRecord:
-    def opt(name: str) -> Any:
-        return getattr(msg, name) if msg.HasField(name) else None
-
-    try:
-        value = json.loads(msg.value_json) if msg.value_json else None
-        metadata = json.loads(msg.metadata_json) if msg.metadata_json else {}
-    except json.JSONDecodeError as exc:
-        raise InvalidValueError(f"value_json and metadata_json must be JSON: {exc}") from None
-    if not isinstance(metadata, dict):
-        raise InvalidValueError("metadata_json must be a JSON object")
-    return MemoryRecord(
-        namespace=tuple(msg.namespace),
-        key=msg.key,
-        value=value,
-        text=opt("text"),
-        metadata=metadata,
-        tags=list(msg.tags),
-        embedding=np.asarray(msg.embedding, dtype=np.float32) if len(msg.embedding) else None,
-        created_at=msg.created_at,
-        updated_at=msg.updated_at,
-        ttl=opt("ttl"),
-        expires_at=opt("expires_at"),
-        valid_from=opt("valid_from"),
-        valid_to=opt("valid_to"),
-        version=msg.version,
-        deleted=msg.deleted,
-        score=opt("score"),
-    )

@@ -160,6 +160,10 @@ class Movement:
     def holds(self, fk: bytes) -> bool:
         return fk in self.hot or fk in self.warm or fk in self.cold
 
+    def tier_of(self, fk: bytes) -> str | None:
+        """The highest tier holding fk, or None."""
+        return next((t.name for t in (self.hot, self.warm, self.cold) if fk in t), None)
+
     # ---- hot ------------------------------------------------------------------------------------
 
     def store_hot(self, fk: bytes, header: bytes, raw: memoryview, meta: RecordMeta, *, clean: bool) -> bool:

@@ -222,6 +222,10 @@ class QuotaGuard:
                 f"tenant {tenant!r} holds {quota.records} records, its quota: delete some or raise it"
             )
 
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Usage of every tenant holding records or with a quota, next to its limits."""
+        return {tenant: self.usage_of(tenant) for tenant in sorted(self.usage.tenants() | set(self.quotas))}
+
     def usage_of(self, tenant: str) -> dict[str, Any]:
         """One tenant's bytes and records per tier, with its quota (None if it has none)."""
         quota = self.quotas.get(tenant)

@@ -167,7 +167,7 @@ class LocalPath:
         slot pinned): fetch it with ``get``. A reader must check the slot's generation after copying.
         """
         store = self._store
-        namespace = store._ns(ns)
+        namespace = store._namespaces.named(ns)
         out: list[HotLocation | Remote | None] = []
         for key in keys:
             fk = namespace.full_key(key)
@@ -204,7 +204,7 @@ class LocalPath:
         Only ``owner`` (the server passes the caller's identity) may commit or abort it.
         """
         store = self._store
-        namespace = store._ns(ns)
+        namespace = store._namespaces.named(ns)
         fk = namespace.full_key(key)
         parent_fk = namespace.full_key(parent) if parent else None
         if not isinstance(nbytes, int) or nbytes < 0:

@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -85,13 +84,7 @@ class TieredStore:
         prefault: bool = True,
         quotas: Mapping[str, Quota] | None = None,
     ) -> None:
-        for name, v in (
-            ("hot_bytes", hot_bytes),
-            ("warm_bytes", warm_bytes),
-            ("cold_bytes", cold_bytes or 0),
-        ):
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int")
+        _check_sizes(hot_bytes=hot_bytes, warm_bytes=warm_bytes, cold_bytes=cold_bytes or 0)
         # Policies first: a bad name fails here, before any file or arena is created.
         self._policy_name = policy
         self._admission = make_admission(cold_admission)
@@ -159,15 +152,11 @@ class TieredStore:
 
     def _abandon(self) -> None:
         """A start that failed leaves nothing behind: no arena segment, no lock held."""
-        if getattr(self, "_compactor", None) is not None:
-            self._compactor.close()
-        with contextlib.suppress(Exception):
-            if getattr(self, "_cold", None) is not None:
-                self._cold.close()
-        with contextlib.suppress(Exception):
-            if getattr(self, "_hot_arena", None) is not None:
-                self._hot_arena.close()
-                self._dir.forget_segment()
+        for part in ("_compactor", "_cold", "_hot_arena"):
+            with contextlib.suppress(Exception):
+                if getattr(self, part, None) is not None:
+                    getattr(self, part).close()
+        self._dir.forget_segment()
         self._dir.release()
 
     @property
@@ -201,12 +190,9 @@ class TieredStore:
         with self._lock:
             return {n: ns.options() for n, ns in self._namespaces.by_name.items()}
 
-    def _ns(self, name: str) -> Namespace:
-        return self._namespaces.named(name)
-
     def delete_namespace(self, name: str) -> int:
         """Remove a namespace and every record in it; returns how many records were removed."""
-        namespace = self._ns(name)
+        namespace = self._namespaces.named(name)
         who = tenancy.owner(name)
         if who.name == "default" and not who.internal:
             raise InvalidNamespaceError("a tenant's default namespace cannot be deleted")
@@ -241,7 +227,7 @@ class TieredStore:
         ``parents`` names, per item, the key (same namespace) of the block it extends in a prefix chain,
         or None: prefix-aware eviction policies then evict a chain's tail before its parents.
         """
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
         prepared = namespace.records_of(pairs, parents)
         waits: list[tuple[bytes, Future[bool]]] = []
@@ -282,18 +268,18 @@ class TieredStore:
 
     def get(self, key: bytes, *, ns: str = "default", promote: bool = True) -> Value | None:
         """The value stored under key, or None. ``promote=False`` leaves lower-tier hits where they are."""
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         return self._reader.get(namespace, namespace.full_key(key), promote)
 
     def get_many(
         self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True
     ) -> list[Value | None]:
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         return [self._reader.get(namespace, namespace.full_key(k), promote) for k in keys]
 
     def keys(self, *, ns: str = "default", prefix: bytes = b"") -> list[bytes]:
         """Every key of a namespace that starts with ``prefix``, sorted (reads no values)."""
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         start = namespace.prefix + prefix
         with self._lock:
             self._check_open()
@@ -301,14 +287,14 @@ class TieredStore:
         return sorted(fk[len(namespace.prefix) :] for fk in found)
 
     def contains(self, key: bytes, *, ns: str = "default") -> bool:
-        fk = self._ns(ns).full_key(key)
+        fk = self._namespaces.named(ns).full_key(key)
         with self._lock:
             self._check_open()
             return self._move.holds(fk)
 
     def delete(self, key: bytes, *, ns: str = "default") -> bool:
         """Remove key from every tier; True if it was there. Returns after the removal is committed."""
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         fk = namespace.full_key(key)
         with self._lock:
             self._check_open()
@@ -338,12 +324,11 @@ class TieredStore:
         With ``lookahead``, the keys of the leading run (a cached prefix) that sit in warm or cold are
         promoted in the background, ahead of the get that usually follows a lookup.
         """
-        keys = list(keys)
-        namespace = self._ns(ns)
+        keys, namespace = list(keys), self._namespaces.named(ns)
         fks = [namespace.full_key(k) for k in keys]
         with self._lock:
             self._check_open()
-            tiers = [next((t.name for t in (self.hot, self.warm, self.cold) if fk in t), None) for fk in fks]
+            tiers = [self._move.tier_of(fk) for fk in fks]
         if lookahead:
             lead = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
             below = [k for k, t in zip(keys[:lead], tiers[:lead], strict=True) if t in ("warm", "cold")]
@@ -364,7 +349,7 @@ class TieredStore:
         Returns the task: ``promoted`` counts keys this task moved into hot; ``cancel()`` stops it.
         Prefetched keys that are then read count as used, those demoted unread as wasted (``stats()``).
         """
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         fks = [namespace.full_key(k) for k in keys]
         with self._lock:
             self._check_open()
@@ -373,7 +358,7 @@ class TieredStore:
 
     def hint(self, *, ns: str = "default", prefix: bytes = b"", limit: int = 4096) -> PrefetchTask:
         """The namespace (or its keys starting with ``prefix``) is about to be used: promote, best effort."""
-        start = self._ns(ns).prefix + prefix
+        start = self._namespaces.named(ns).prefix + prefix
         with self._lock:
             self._check_open()
             fks = [fk for tier in (self.warm, self.cold) for fk in tier.keys_with(start)]
@@ -381,7 +366,7 @@ class TieredStore:
 
     def demote(self, keys: Iterable[bytes], *, ns: str = "default") -> int:
         """Move keys out of the hot tier now (to warm, or just drop a clean copy); returns how many moved."""
-        namespace = self._ns(ns)
+        namespace = self._namespaces.named(ns)
         moved = 0
         with self._lock:
             self._check_open()
@@ -393,7 +378,7 @@ class TieredStore:
 
     def pin(self, key: bytes, *, ns: str = "default") -> bool:
         """Keep key from being evicted or demoted until unpin; False if it is not stored."""
-        fk = self._ns(ns).full_key(key)
+        fk = self._namespaces.named(ns).full_key(key)
         with self._lock:
             if self._move.holds(fk):
                 self._move.pinned.add(fk)
@@ -401,7 +386,7 @@ class TieredStore:
             return False
 
     def unpin(self, key: bytes, *, ns: str = "default") -> bool:
-        fk = self._ns(ns).full_key(key)
+        fk = self._namespaces.named(ns).full_key(key)
         with self._lock:
             if fk in self._move.pinned:
                 self._move.pinned.discard(fk)
@@ -410,34 +395,20 @@ class TieredStore:
 
     def flush(self) -> None:
         """Wait for background compression and queued cold writes to finish."""
-        while True:
-            with self._lock:
-                if self._compactor.idle():
-                    break
-            time.sleep(0.001)
+        self._compactor.wait_idle()
         self._cold.flush()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             self._move.reconcile()
             tiers = {tier.name: tier.report() for tier in (self.hot, self.warm, self.cold)}
-            written = self._cold.bytes_written
-            tiers["cold"].update(
-                compression_ratio=self.cold.stats.raw_bytes / written if written else None,
-                bytes_written=written,
-                commits=self._cold.commits,
-                map_bytes=self._cold.map_size,
-                reader_slots=self._cold.reader_slots(),
-            )
+            tiers["cold"].update(self._cold.report(self.cold.stats.raw_bytes))
             return {
                 **tiers,
                 "namespaces": len(self._namespaces),
                 "pinned": len(self._move.pinned),
                 "policy": self._policy_name,
-                "tenants": {  # usage of every tenant holding records or with a quota, next to its limits
-                    tenant: self.tenant_usage(tenant)
-                    for tenant in sorted(self._quotas.usage.tenants() | set(self._quotas.quotas))
-                },
+                "tenants": self._quotas.report(),
                 "hot_segment": self._hot_arena.name,
                 "path": self.path,
             }
@@ -496,3 +467,9 @@ class TieredStore:
         """Writers look their namespace up before taking the lock; one deleted meanwhile takes no write."""
         if not self._namespaces.is_live(ns):
             raise UnknownNamespaceError(f"namespace {ns.name!r} was deleted while this write waited")
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, v in sizes.items():
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative int")

@@ -95,7 +95,7 @@ def test_every_persistent_acknowledgement_follows_a_synced_commit(tmp_path) -> N
         store.create_namespace("p", durability="persistent")
         store.create_namespace("c")
         store._cold.env = _Env(store._cold.env, log)  # type: ignore[assignment]
-        prefix = store._ns("p").prefix
+        prefix = store._namespaces.named("p").prefix
         rng = random.Random(0)
         for i in range(40):
             batch = [(b"p%d-%d" % (i, j), rng.randbytes(rng.choice([10, 5000, 70_000]))) for j in range(3)]

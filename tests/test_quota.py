@@ -200,7 +200,7 @@ def test_a_writer_that_raced_a_namespace_delete_is_refused(tmp_path, durability)
     store = open_store(str(tmp_path / "s"))
     try:
         store.create_namespace("x", durability=durability)
-        looked_up = store._ns("x")  # what a put holds between its lookup and the lock
+        looked_up = store._namespaces.named("x")  # what a put holds between its lookup and the lock
         store.delete_namespace("x")
         store.create_namespace("x", durability=durability)
         raw = memoryview(b"v" * 100)
