@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ from memstore_server.memory_servicer import MemoryService
 from memstore_server.servicer import SERVICE, Limits, StoreService
 
 log = logging.getLogger("memstore.server")
+# Shutdown refuses new calls for at least DRAIN_MIN seconds, and at most DRAIN_MAX while calls finish,
+# before gRPC itself stops (RunningServer.stop).
+DRAIN_MIN, DRAIN_MAX = 0.1, 2.0
 # Messages are at most one chunk plus headers; the limit leaves room and refuses anything bigger.
 MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
 
@@ -52,10 +56,22 @@ class RunningServer:
     memory: MemoryService
 
     def stop(self, grace: float) -> None:
-        """Refuse new calls, let calls in flight finish within ``grace`` seconds."""
+        """Refuse new calls, let calls in flight finish within ``grace`` seconds.
+
+        First the servicers refuse every new call with UNAVAILABLE (which clients retry elsewhere) while
+        the calls in their handlers finish, for at least DRAIN_MIN seconds; only then does gRPC stop,
+        which would end a call that had arrived but not yet reached a handler with CANCELLED."""
         self.health.enter_graceful_shutdown()  # every service reports NOT_SERVING from now on
         self.service.shutting_down.set()
-        self.server.stop(grace).wait()
+        start = time.monotonic()
+        drain = min(grace, DRAIN_MAX)
+        while time.monotonic() - start < drain:
+            if time.monotonic() - start >= min(drain, DRAIN_MIN) and not (
+                self.service.active or self.memory.active
+            ):
+                break
+            time.sleep(0.01)
+        self.server.stop(max(0.0, grace - (time.monotonic() - start))).wait()
         self.memory.close()
         self.service.limits.close()
 

@@ -96,8 +96,8 @@ def handler(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def run(self: Servicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            self.check_serving()
-            return fn(self, request, context)
+            with self.serving():
+                return fn(self, request, context)
         except Exception as exc:
             self.abort(context, exc)
 
@@ -108,8 +108,8 @@ def _stream_handler(fn: Callable[..., Iterator[bytes]]) -> Callable[..., Iterato
     @functools.wraps(fn)
     def run(self: Servicer, request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            self.check_serving()
-            yield from fn(self, request, context)
+            with self.serving():
+                yield from fn(self, request, context)
         except Exception as exc:
             self.abort(context, exc)
 
@@ -152,10 +152,28 @@ class Servicer:
 
     def __init__(self, shutting_down: threading.Event | None = None) -> None:
         self.shutting_down = shutting_down or threading.Event()
+        self._active = 0  # calls inside a handler now (shutdown drains them before gRPC stops)
+        self._active_lock = threading.Lock()
 
     def check_serving(self) -> None:
         if self.shutting_down.is_set():
             raise Abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """A call inside its handler: refused once shutdown began, counted while it runs."""
+        self.check_serving()
+        with self._active_lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    @property
+    def active(self) -> int:
+        return self._active
 
     @staticmethod
     def check_deadline(context: grpc.ServicerContext) -> None:
