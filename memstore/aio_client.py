@@ -121,10 +121,13 @@ class AsyncClient(core.ClientBase):
         cold_codec: str = "",
         value_dtype: str | None = None,
         value_shape: Iterable[int] | None = None,
+        shared: bool = False,
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Create a namespace (or confirm an identical one); see ``Client.create_namespace``."""
-        op = core.create_namespace_call(name, durability, warm_codec, cold_codec, value_dtype, value_shape)
+        op = core.create_namespace_call(
+            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared
+        )
         return await self._run(op, timeout)
 
     async def put(self, key: bytes, value: Any, *, ns: str = "default", timeout: float | None = None) -> None:

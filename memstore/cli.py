@@ -91,7 +91,9 @@ def _print_stats(target: str, st: dict[str, Any]) -> None:
     cols = ["tier", "items", "bytes", "capacity", "hits", "misses", "demotions", "evictions"]
     cols += ["promotions", "checksum_fail", "ratio"]
     rows = []
-    for t in ("hot", "warm", "cold"):
+    for t in ("hot", "warm", "cold", "pool"):
+        if t not in st:
+            continue  # a server without a pool
         s = st[t]
         counts = [
             s[k] for k in ("hits", "misses", "demotions", "evictions", "promotions", "checksum_failures")
@@ -109,6 +111,8 @@ def _print_stats(target: str, st: dict[str, Any]) -> None:
             f"{st['pinned']} pinned, segment {st['hot_segment']}"
         )
     _table(cols, rows)
+    if "pool" in st:
+        print(f"pool: {st['pool']['published']:,} records published, {st['pool']['errors']:,} errors")
     if st["cold"].get("map_bytes"):
         print(
             f"cold capacity: what records may fill of its {_size(st['cold']['map_bytes'])} LMDB map "

@@ -30,7 +30,7 @@ R = TypeVar("R")
 SERVICE = "/memstore.v1.Store/"
 MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
 _DURABILITY = {"cache": pb.CACHE, "persistent": pb.PERSISTENT}
-_TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio", "map_bytes")
+_TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio", "map_bytes", "published", "errors")
 
 
 class RemoteError(MemstoreError):
@@ -117,11 +117,16 @@ def _namespace_request(
     cold_codec: str,
     value_dtype: str | None,
     value_shape: Iterable[int] | None,
+    shared: bool = False,
 ) -> bytes:
     if durability not in _DURABILITY:
         raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
     req = pb.CreateNamespaceRequest(
-        name=name, durability=_DURABILITY[durability], warm_codec=warm_codec, cold_codec=cold_codec
+        name=name,
+        durability=_DURABILITY[durability],
+        warm_codec=warm_codec,
+        cold_codec=cold_codec,
+        shared=shared,
     )
     if value_dtype is not None:
         req.value_layout.dtype = value_dtype
@@ -147,7 +152,7 @@ def _keys_request(keys: Iterable[bytes], ns: str) -> bytes:
     return pb.KeysRequest(namespace=ns, keys=list(keys)).SerializeToString()
 
 
-def _namespace_answer(raw: bytes) -> dict[str, str]:
+def _namespace_answer(raw: bytes) -> dict[str, Any]:
     ns = pb.CreateNamespaceResponse.FromString(raw).namespace
     durability = "persistent" if ns.durability == pb.PERSISTENT else "cache"
     return {
@@ -155,6 +160,7 @@ def _namespace_answer(raw: bytes) -> dict[str, str]:
         "durability": durability,
         "warm_codec": ns.warm_codec,
         "cold_codec": ns.cold_codec,
+        "shared": ns.shared,
     }
 
 
@@ -477,8 +483,9 @@ def create_namespace_call(
     cold_codec: str,
     value_dtype: str | None,
     value_shape: Iterable[int] | None,
-) -> Unary[dict[str, str]]:
-    req = _namespace_request(name, durability, warm_codec, cold_codec, value_dtype, value_shape)
+    shared: bool = False,
+) -> Unary[dict[str, Any]]:
+    req = _namespace_request(name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared)
     return Unary("_create_namespace", req, _namespace_answer)
 
 

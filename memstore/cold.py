@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -95,6 +95,17 @@ class ColdIndex(Tier[ColdEntry]):
         """A new entry for a write about to be queued, tagged so a failure finds only its own entry."""
         self._next_tag += 1
         return ColdEntry(lmdb_cost(len(fk), record_len), persistent, self._next_tag)
+
+
+def first_error(futures: Iterable[Future[bool]]) -> MemstoreError | None:
+    """Wait for every queued write; the first error any of them ended with (None if all landed)."""
+    error = None
+    for fut in futures:
+        try:
+            fut.result()
+        except MemstoreError as exc:
+            error = error or exc
+    return error
 
 
 def cold_budget(map_size: int) -> int:

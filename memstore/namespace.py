@@ -30,6 +30,8 @@ class Namespace:
     # A schema every value must follow (KV namespaces: one block's dtype and shape); None allows any.
     value_dtype: str | None = None
     value_shape: tuple[int, ...] | None = None
+    # Published to the pool (memstore.pool) and read from it on a miss, when the store has one.
+    shared: bool = False
 
     @property
     def prefix(self) -> bytes:
@@ -52,6 +54,8 @@ class Namespace:
         if self.value_dtype is not None:
             opts["value_dtype"] = self.value_dtype
             opts["value_shape"] = list(self.value_shape or ())
+        if self.shared:
+            opts["shared"] = True
         return opts
 
     def check_value(self, dtype: str | None, shape: tuple[int, ...] | None) -> None:
@@ -94,6 +98,7 @@ class Namespace:
         cold_codec: str,
         value_dtype: str | None,
         value_shape: Iterable[int] | None,
+        shared: bool = False,
     ) -> Namespace:
         """A namespace from a caller's options, each checked (``InvalidNamespaceError`` names the bad one)."""
         tenancy.owner(name)  # a name the store can hold: NAME, TENANT#NAME or TENANT!NAME
@@ -112,7 +117,11 @@ class Namespace:
                 check_array_meta(RecordMeta(RAW.id, _nbytes(value_dtype, shape), value_dtype, shape))
             except (InvalidValueError, TypeError) as exc:
                 raise InvalidNamespaceError(f"bad value schema: {exc}") from None
-        return cls(name, durability, warm_codec, cold_codec, value_dtype, shape)  # type: ignore[arg-type]
+        if shared and durability != "cache":
+            raise InvalidNamespaceError(
+                "a shared namespace is a cache namespace (the pool evicts and expires)"
+            )
+        return cls(name, durability, warm_codec, cold_codec, value_dtype, shape, bool(shared))  # type: ignore[arg-type]
 
     @classmethod
     def from_meta(cls, key: bytes, value: bytes) -> Namespace:

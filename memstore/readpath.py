@@ -19,19 +19,58 @@ from memstore.cold import ColdTier
 from memstore.errors import CorruptRecordError, MemstoreError, StoreClosedError
 from memstore.movement import POISON, Movement, decode
 from memstore.namespace import Namespace
-from memstore.record import RecordMeta, raw_to_value, split_record, verify_payload
+from memstore.pool import Pool
+from memstore.record import RecordMeta, pack_header, raw_to_value, split_record, verify_payload
 
 
 class ReadPath:
     """The get of ``TieredStore``; takes the store's lock for each step."""
 
     def __init__(
-        self, lock: threading.RLock, movement: Movement, writer: ColdTier, closed: Callable[[], bool]
+        self,
+        lock: threading.RLock,
+        movement: Movement,
+        writer: ColdTier,
+        closed: Callable[[], bool],
+        pool: Pool | None = None,
     ) -> None:
         self._lock = lock
         self._move = movement
         self._writer = writer
         self._closed = closed
+        self._pool = pool
+
+    def from_pool(self, ns: Namespace, fks: list[bytes], promote: bool) -> dict[bytes, Any]:
+        """The values the pool holds for the keys no local tier holds, fetched in one round trip and
+        checked; with ``promote`` each is placed in the local tiers as a new cache value."""
+        if self._pool is None:
+            return {}
+        with self._lock:
+            if self._closed():
+                raise StoreClosedError("the store is closed")
+            missing = [fk for fk in dict.fromkeys(fks) if not self._move.holds(fk)]
+        out: dict[bytes, Any] = {}
+        for fk, record in zip(missing, self._pool.fetch(missing), strict=True):
+            if record is None:
+                continue
+            try:
+                meta, raw = _decode_owned(memoryview(record))
+            except POISON:
+                self._pool.corrupt(fk)  # a miss, counted and removed from the pool
+                continue
+            out[fk] = raw_to_value(raw, meta)
+            if promote:
+                self._place(ns, fk, raw, meta)
+        return out
+
+    def _place(self, ns: Namespace, fk: bytes, raw: bytes | bytearray, meta: RecordMeta) -> None:
+        move = self._move
+        with self._lock:
+            if self._closed() or move.holds(fk) or not move.namespaces.is_live(ns):
+                return  # a put since the fetch wins; a closed store or a deleted namespace takes nothing
+            with contextlib.suppress(MemstoreError):  # no room or no quota: served, not kept
+                move.quotas.check_records(fk)
+                move.place_cache(ns, fk, pack_header(meta, raw), memoryview(raw), meta)
 
     def promote_one(self, fk: bytes) -> bool:
         """A prefetch worker's step: bring one key into hot; True if this call moved it there."""

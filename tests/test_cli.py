@@ -118,6 +118,17 @@ RUNTIME = re.escape(" (--debug shows the traceback)")
             ["--no-such-flag"],
             re.escape("memstore: unrecognized arguments: --no-such-flag (see memstore --help)"),
         ),
+        (
+            ["--pool", "memcached://127.0.0.1:11211"],
+            re.escape("memstore serve: --pool 'memcached://127.0.0.1:11211': not redis://HOST:PORT or ")
+            + ".*",
+        ),
+        (
+            ["--pool", "redis://nohostport"],
+            re.escape(
+                "memstore serve: --pool redis://nohostport: pool address 'nohostport' is not HOST:PORT"
+            ),
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_exit_2_and_creates_nothing(

@@ -46,18 +46,20 @@ BEST_EFFORT: PrefetchMode
 TIMEOUT: PrefetchMode
 
 class CreateNamespaceRequest(_message.Message):
-    __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout")
+    __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout", "shared")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DURABILITY_FIELD_NUMBER: _ClassVar[int]
     WARM_CODEC_FIELD_NUMBER: _ClassVar[int]
     COLD_CODEC_FIELD_NUMBER: _ClassVar[int]
     VALUE_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     name: str
     durability: Durability
     warm_codec: str
     cold_codec: str
     value_layout: ArrayInfo
-    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ..., value_layout: _Optional[_Union[ArrayInfo, _Mapping]] = ...) -> None: ...
+    shared: bool
+    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ..., value_layout: _Optional[_Union[ArrayInfo, _Mapping]] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class CreateNamespaceResponse(_message.Message):
     __slots__ = ("namespace",)
@@ -164,7 +166,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TierStats(_message.Message):
-    __slots__ = ("name", "items", "bytes", "capacity_bytes", "hits", "misses", "demotions", "evictions", "promotions", "checksum_failures", "failed_demotions", "compression_ratio", "map_bytes")
+    __slots__ = ("name", "items", "bytes", "capacity_bytes", "hits", "misses", "demotions", "evictions", "promotions", "checksum_failures", "failed_demotions", "compression_ratio", "map_bytes", "published", "errors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +180,8 @@ class TierStats(_message.Message):
     FAILED_DEMOTIONS_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_RATIO_FIELD_NUMBER: _ClassVar[int]
     MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     items: int
     bytes: int
@@ -191,7 +195,9 @@ class TierStats(_message.Message):
     failed_demotions: int
     compression_ratio: float
     map_bytes: int
-    def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ..., map_bytes: _Optional[int] = ...) -> None: ...
+    published: int
+    errors: int
+    def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ..., bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., demotions: _Optional[int] = ..., evictions: _Optional[int] = ..., promotions: _Optional[int] = ..., checksum_failures: _Optional[int] = ..., failed_demotions: _Optional[int] = ..., compression_ratio: _Optional[float] = ..., map_bytes: _Optional[int] = ..., published: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("tiers", "namespaces", "pinned", "policy", "hot_segment", "cold_reader_slots", "tenants", "scope")

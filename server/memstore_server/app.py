@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +44,8 @@ log = logging.getLogger("memstore.server")
 # Shutdown refuses new calls for at least DRAIN_MIN seconds, and at most DRAIN_MAX while calls finish,
 # before gRPC itself stops (RunningServer.stop).
 DRAIN_MIN, DRAIN_MAX = 0.1, 2.0
+# Seconds one call to the pool may take before it counts as a miss (and the pool is skipped a while).
+POOL_TIMEOUT = 0.5
 # Messages are at most one chunk plus headers; the limit leaves room and refuses anything bigger.
 MAX_MESSAGE_BYTES = CHUNK + (1 << 20)
 
@@ -211,7 +214,7 @@ def serve(config: ServerConfig) -> int:
         format_size(tiers["hot"]["capacity_bytes"]),
         format_size(tiers["warm"]["capacity_bytes"]),
         _size(tiers["cold"]["capacity_bytes"]),
-        format_size(store.cold_map_size),
+        format_size(tiers["cold"]["map_bytes"]),
         COLD_FILL * 100,
         config.describe(),
     )
@@ -230,9 +233,28 @@ def serve(config: ServerConfig) -> int:
 
 def _open_store(config: ServerConfig, quotas: dict[str, Quota] | None) -> TieredStore:
     """The store of ``config``, with its failures put in terms of the settings that caused them."""
+    pool = None
+    if config.pool:
+        from memstore.pool import Pool, connect
+
+        try:
+            connect(config.pool, timeout=POOL_TIMEOUT, lazy=True)  # the URL is checked now
+        except ValueError as exc:
+            raise ConfigError(f"{config.origin('pool')} {config.pool}: {exc}") from None
+        pool = Pool(lambda: connect(config.pool, timeout=POOL_TIMEOUT), ttl=config.pool_ttl)
+    try:
+        return _store_of(config, quotas, pool)
+    except BaseException:
+        if pool is not None:
+            pool.close(timeout=0)
+        raise
+
+
+def _store_of(config: ServerConfig, quotas: dict[str, Quota] | None, pool: Any) -> TieredStore:
     try:
         return TieredStore(
             config.data_dir,
+            pool=pool,
             hot_bytes=config.hot_bytes,
             warm_bytes=config.warm_bytes,
             cold_bytes=config.cold_bytes,

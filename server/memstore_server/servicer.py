@@ -230,6 +230,8 @@ class StoreService(Servicer):
         if req.HasField("value_layout"):
             opts["value_dtype"] = req.value_layout.dtype
             opts["value_shape"] = tuple(req.value_layout.shape)
+        if req.shared:
+            opts["shared"] = True
         ns = self.store.create_namespace(
             tenant_namespace(req.name), durability=_DURABILITY[req.durability], **opts
         )
@@ -238,6 +240,7 @@ class StoreService(Servicer):
             durability=pb.PERSISTENT if ns.persistent else pb.CACHE,
             warm_codec=ns.warm_codec,
             cold_codec=ns.cold_codec,
+            shared=ns.shared,
         )
         if ns.value_dtype is not None:
             out.value_layout.dtype = ns.value_dtype
@@ -332,6 +335,8 @@ class StoreService(Servicer):
                 )
                 for name in ("hot", "warm", "cold")
             ]
+            if "pool" in st:
+                tiers.append(_pool_stats(st["pool"]))
             return pb.StatsResponse(
                 tiers=tiers,
                 namespaces=st["namespaces"],
@@ -488,3 +493,16 @@ class StoreService(Servicer):
                 "LocalPutCommit": h.unary_unary_rpc_method_handler(self.local_put_commit),
             },
         )
+
+
+def _pool_stats(pool: dict[str, Any]) -> Any:
+    """The pool's figures as a TierStats named "pool" (after hot, warm and cold)."""
+    return pb.TierStats(
+        name="pool",
+        bytes=pool["bytes_published"],
+        hits=pool["hits"],
+        misses=pool["misses"],
+        checksum_failures=pool["corrupt"],
+        published=pool["published"],
+        errors=pool["errors"] + pool["publish_dropped"],
+    )

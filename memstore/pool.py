@@ -1,0 +1,293 @@
+"""The pool tier: records of shared namespaces in Redis (one server, or a Redis Cluster), below cold and
+shared by every memstore server connected to it.
+
+- **Publish**: a put into a shared namespace is queued here and written in the background, encoded with
+  the namespace's cold codec and carrying memstore's own record header and checksum, under a TTL
+  (Redis's ``maxmemory`` with an LRU policy bounds the pool's memory; see README). A full queue drops
+  the oldest publication (counted): the put itself never waits for the pool.
+- **Fetch**: a miss in every local tier asks the pool, one pipelined round trip for a whole batch
+  (redis-py's cluster pipeline sends each node its keys). A record that fails its checks is a miss,
+  counted, and deleted from the pool.
+- **Faults**: every call has a short socket timeout; an error opens a breaker for ``BACKOFF`` seconds
+  in which the pool is skipped (fetches are misses, publications wait in the queue). Nothing the pool
+  does fails a put or a get, and redis-py reconnects by itself.
+- **Keys**: ``memstore:`` + the record's full key, which holds its namespace's qualified name and so its
+  tenant: no two tenants or namespaces share a pool key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from memstore.record import RecordMeta
+
+log = logging.getLogger("memstore.pool")
+KEY_PREFIX = b"memstore:"
+DEFAULT_TTL = 3600.0  # seconds a published record lives in the pool unless published again
+BACKOFF = 1.0  # seconds the pool is skipped after an error
+SCHEMES = ("redis", "rediss", "redis-cluster", "rediss-cluster")
+
+
+def connect(url: str, timeout: float, password_file: str | None = None, *, lazy: bool = False) -> Any:
+    """A redis-py client for ``redis://HOST:PORT`` (one server) or ``redis-cluster://HOST:PORT[,HOST:PORT
+    ...]`` (seed nodes of a cluster); ``rediss`` variants use TLS. A user and password come from the URL
+    or, the password, from ``password_file``. ``lazy`` only checks the URL (None is returned)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"a pool is {' or '.join(s + '://' for s in SCHEMES)}HOST:PORT, not {url!r}")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if password_file:
+        with open(password_file) as f:
+            password = f.read().strip()
+    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")
+    nodes = []
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"pool address {host!r} is not HOST:PORT")
+        nodes.append((name.strip("[]"), int(port)))
+    common: dict[str, Any] = {
+        "username": user,
+        "password": password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "ssl": parts.scheme.startswith("rediss"),
+    }
+    if lazy:
+        return None
+    if parts.scheme.endswith("-cluster"):
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            require_full_coverage=False,  # a slot whose primary is down is a miss, the rest still serve
+            retry=Retry(NoBackoff(), 1),
+            **common,
+        )
+    if len(nodes) != 1:
+        raise ValueError("redis:// names one server; use redis-cluster:// for seed nodes of a cluster")
+    return redis.Redis(host=nodes[0][0], port=nodes[0][1], **common)
+
+
+class Pool:
+    """A shared record pool in Redis; safe to use from any thread."""
+
+    def __init__(
+        self,
+        connector: Callable[[], Any],
+        *,
+        ttl: float = DEFAULT_TTL,
+        queue_bytes: int = 64 << 20,
+        batch: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import redis
+
+        self._connector = connector  # made on first use, and again after it failed: a pool that is
+        self._client: Any = None  # down when the server starts is only a miss until it comes up
+        self._client_lock = threading.Lock()
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        )
+        self.ttl = ttl
+        self._queue_bytes = queue_bytes
+        self._batch = batch
+        self._clock = clock
+        self._queue: deque[tuple[bytes, Callable[[], bytes] | None, int]] = deque()  # key, record maker, size
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._busy = False  # a batch taken off the queue is being written
+        self._down_until = 0.0
+        self.counts = {
+            "published": 0,
+            "publish_dropped": 0,
+            "hits": 0,
+            "misses": 0,
+            "errors": 0,
+            "corrupt": 0,
+            "bytes_published": 0,
+            "bytes_fetched": 0,
+        }
+        self._thread = threading.Thread(target=self._publish_loop, name="memstore-pool", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def key(fk: bytes) -> bytes:
+        return KEY_PREFIX + fk
+
+    # ---- publish ---------------------------------------------------------------------------------
+
+    def publish(self, fk: bytes, make_record: Callable[[], bytes], size: int) -> None:
+        """Queue a record for the pool; ``make_record`` encodes it on the publisher thread."""
+        self._enqueue(self.key(fk), make_record, size)
+
+    def publish_all(self, codec: str, records: Sequence[tuple[bytes, memoryview, RecordMeta]]) -> None:
+        """Queue values just stored in a shared namespace: each is copied now and encoded with ``codec``
+        on the publisher thread."""
+        from memstore.movement import encode_for
+
+        def encoder(data: bytes, meta: RecordMeta) -> Callable[[], bytes]:
+            return lambda: encode_for(codec, memoryview(data), meta)
+
+        for fk, raw, meta in records:
+            self.publish(fk, encoder(bytes(raw), meta), len(raw))
+
+    def remove(self, fk: bytes) -> None:
+        """Queue the removal of fk's record (a delete, or a record that failed its checks)."""
+        self._enqueue(self.key(fk), None, 0)
+
+    def _enqueue(self, key: bytes, make: Callable[[], bytes] | None, size: int) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._queue.append((key, make, size))
+            self._queued += size
+            while self._queued > self._queue_bytes and len(self._queue) > 1:
+                _, _, dropped = self._queue.popleft()
+                self._queued -= dropped
+                self.counts["publish_dropped"] += 1
+            self._cond.notify()
+
+    def _publish_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                wait = self._down_until - self._clock()
+                if wait > 0 and not self._closed:
+                    self._cond.wait(wait)
+                    continue
+                ops = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+                self._queued -= sum(size for _, _, size in ops)
+                self._busy = True
+            try:
+                self._write(ops)
+            finally:
+                with self._cond:
+                    self._busy = False
+
+    def _write(self, ops: list[tuple[bytes, Callable[[], bytes] | None, int]]) -> None:
+        written = 0
+        try:
+            pipe = self._connected().pipeline(transaction=False)
+        except self._errors as exc:
+            self._failed(exc)
+            return
+        for key, make, _ in ops:
+            if make is None:
+                pipe.delete(key)
+                continue
+            try:
+                record = make()
+            except Exception:  # the value could not be encoded: it simply is not shared
+                log.exception("could not encode a record for the pool")
+                continue
+            pipe.set(key, record, px=int(self.ttl * 1000))
+            written += len(record)
+        try:
+            pipe.execute()
+        except self._errors as exc:
+            self._failed(exc)
+            return
+        with self._cond:
+            self.counts["published"] += sum(1 for _, make, _ in ops if make is not None)
+            self.counts["bytes_published"] += written
+
+    # ---- fetch -----------------------------------------------------------------------------------
+
+    def fetch(self, fks: Sequence[bytes]) -> list[bytes | None]:
+        """The pool's records for fks (None where it has none, or is unreachable), in one round trip."""
+        if not fks:
+            return []
+        if self._clock() < self._down_until:
+            with self._cond:
+                self.counts["misses"] += len(fks)
+            return [None] * len(fks)
+        try:
+            pipe = self._connected().pipeline(transaction=False)
+            for fk in fks:
+                pipe.get(self.key(fk))
+            found = pipe.execute(raise_on_error=False)
+        except self._errors as exc:
+            self._failed(exc)
+            with self._cond:
+                self.counts["misses"] += len(fks)
+            return [None] * len(fks)
+        out: list[bytes | None] = []
+        errors = 0
+        for value in found:
+            if isinstance(value, BaseException):  # one node failed: its keys are misses
+                errors += 1
+                value = None
+            out.append(value if isinstance(value, bytes) else None)
+        with self._cond:
+            hits = sum(v is not None for v in out)
+            self.counts["hits"] += hits
+            self.counts["misses"] += len(out) - hits
+            self.counts["bytes_fetched"] += sum(len(v) for v in out if v is not None)
+            self.counts["errors"] += errors
+        if errors:
+            self._down_until = self._clock() + BACKOFF
+        return out
+
+    def corrupt(self, fk: bytes) -> None:
+        """A fetched record failed its checks: counted, and removed from the pool."""
+        with self._cond:
+            self.counts["corrupt"] += 1
+            self.counts["hits"] -= 1
+            self.counts["misses"] += 1
+        self.remove(fk)
+
+    def _connected(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._connector()
+            return self._client
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._cond:
+            self.counts["errors"] += 1
+            self._down_until = self._clock() + BACKOFF
+        log.warning("pool unreachable, skipped for %.1fs: %s", BACKOFF, exc)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        with self._cond:
+            return {**self.counts, "queued_bytes": self._queued, "ttl_seconds": self.ttl}
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every queued publication was written or dropped."""
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
+            with self._cond:
+                if not self._queue and not self._busy:
+                    break
+            time.sleep(0.005)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (within ``timeout``), then stop."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()

@@ -1,0 +1,145 @@
+"""The pool tier on a real Redis Cluster of three primaries: records put through one store (or one
+``memstore serve``) come back byte for byte through another; a pool record that fails its checks is a
+counted miss and leaves the pool; tenants and namespaces never share a pool key; a pool that goes away
+turns into misses and counted errors, never into failed puts or gets."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memstore import Client, TieredStore
+from memstore.pool import Pool, connect
+from tests.conftest import MiB, serve_command, served
+from tests.redis_cluster import Cluster, redis_cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with redis_cluster(tmp_path / "redis") as c:
+        yield c
+
+
+def _store(path: Path, cluster: Cluster, **kw: object) -> TieredStore:
+    pool = Pool(lambda: connect(cluster.url, timeout=0.5))
+    opts = {"hot_bytes": 8 * MiB, "warm_bytes": 8 * MiB, "cold_bytes": 64 * MiB, "prefault": False, **kw}
+    return TieredStore(str(path), pool=pool, **opts)  # type: ignore[arg-type]
+
+
+def test_a_block_put_on_one_host_is_read_on_another(tmp_path: Path, cluster: Cluster, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = {b"blk-%d" % i: rng.standard_normal((2, 4, 16, 64)).astype("<f2") for i in range(40)}
+    raw = {b"bytes-%d" % i: rng.bytes(int(rng.integers(1, 300_000))) for i in range(20)}
+    with _store(tmp_path / "a", cluster) as a, _store(tmp_path / "b", cluster) as b:
+        for s in (a, b):
+            s.create_namespace("acme#kv", shared=True)
+            s.create_namespace("acme#private")
+        a.put_many(list(values.items()), ns="acme#kv")
+        a.put_many(list(raw.items()), ns="acme#kv")
+        a.put(b"blk-0", b"not shared", ns="acme#private")
+        assert a.pool is not None
+        a.pool.flush()
+        assert a.stats()["pool"]["published"] == 60
+        got = b.get_many(list(values), ns="acme#kv")  # one pipelined round trip for the batch
+        for key, value in zip(values, got, strict=True):
+            assert value.dtype == values[key].dtype and np.array_equal(value, values[key])
+        assert b.get_many(list(raw), ns="acme#kv") == list(raw.values())
+        assert b.get(b"blk-0", ns="acme#private") is None  # an unshared namespace stays on its host
+        pool = b.stats()["pool"]
+        assert pool["hits"] == 60 and pool["corrupt"] == 0
+        assert b.tiers_of([b"blk-1"], ns="acme#kv") == ["hot"]  # promoted into the local tiers
+        a.delete(b"bytes-0", ns="acme#kv")
+        a.pool.flush()
+        with _store(tmp_path / "c", cluster) as c:
+            c.create_namespace("acme#kv", shared=True)
+            assert c.get(b"bytes-0", ns="acme#kv") is None  # deleted from the pool too
+            assert c.get(b"bytes-1", ns="acme#kv") == raw[b"bytes-1"]
+
+
+def test_a_damaged_pool_record_is_a_counted_miss_and_leaves_the_pool(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    direct = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports])
+    with _store(tmp_path / "a", cluster) as a, _store(tmp_path / "b", cluster) as b:
+        for s in (a, b):
+            s.create_namespace("kv", shared=True)
+        a.put_many([(b"k%d" % i, bytes([i]) * 5000) for i in range(10)], ns="kv")
+        assert a.pool is not None
+        a.pool.flush()
+        key = Pool.key(b"\x02kv" + b"k3")
+        record = bytearray(direct.get(key))
+        record[-1] ^= 0x40  # one bit of the payload
+        direct.set(key, bytes(record))
+        direct.set(Pool.key(b"\x02kv" + b"k4"), b"garbage")
+        got = b.get_many([b"k%d" % i for i in range(10)], ns="kv")
+        assert got[3] is None and got[4] is None
+        assert all(got[i] == bytes([i]) * 5000 for i in range(10) if i not in (3, 4))
+        assert b.stats()["pool"]["corrupt"] == 2
+        assert b.pool is not None
+        b.pool.flush()
+        assert direct.get(key) is None  # removed, so no other host is served it either
+    direct.close()
+    assert isinstance(redis.__version__, str)
+
+
+def test_tenants_and_namespaces_never_share_a_pool_key(tmp_path: Path, cluster: Cluster) -> None:
+    with _store(tmp_path / "a", cluster) as a, _store(tmp_path / "b", cluster) as b:
+        for s in (a, b):
+            for name in ("alice#kv", "bob#kv", "alice#other"):
+                s.create_namespace(name, shared=True)
+        a.put(b"same-key", b"alice's", ns="alice#kv")
+        assert a.pool is not None
+        a.pool.flush()
+        assert b.get(b"same-key", ns="bob#kv") is None
+        assert b.get(b"same-key", ns="alice#other") is None
+        assert b.get(b"same-key", ns="alice#kv") == b"alice's"
+
+
+def test_a_pool_that_goes_away_turns_into_misses_not_failures(tmp_path: Path, cluster: Cluster) -> None:
+    with _store(tmp_path / "a", cluster) as a, _store(tmp_path / "b", cluster) as b:
+        for s in (a, b):
+            s.create_namespace("kv", shared=True)
+        a.put_many([(b"k%d" % i, bytes([i]) * 1000) for i in range(30)], ns="kv")
+        assert a.pool is not None
+        a.pool.flush()
+        for port in list(cluster.procs):
+            cluster.kill(port)
+        start = time.monotonic()
+        a.put(b"after", b"still stored locally", ns="kv")  # the put never waits for the pool
+        assert b.get_many([b"k%d" % i for i in range(30)], ns="kv") == [None] * 30
+        again = b.get_many([b"k%d" % i for i in range(30)], ns="kv")  # the breaker skips the pool now
+        elapsed = time.monotonic() - start
+        assert again == [None] * 30 and a.get(b"after", ns="kv") == b"still stored locally"
+        assert b.stats()["pool"]["errors"] >= 1
+        assert elapsed < 30  # bounded by the socket timeout, not by a hung call
+
+
+def test_two_servers_share_one_cluster(tmp_path: Path, cluster: Cluster) -> None:
+    cmd_a, sock_a = serve_command(tmp_path / "a", "--pool", cluster.url)
+    cmd_b, sock_b = serve_command(tmp_path / "b", "--pool", cluster.url)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    values = {b"v%d" % i: bytes([i % 256]) * (i * 1000 + 1) for i in range(50)}
+    with served(cmd_a, sock_a), served(cmd_b, sock_b):
+        with Client(sock_a, local="never") as a, Client(sock_b, local="never") as b:
+            assert a.create_namespace("kv", shared=True)["shared"] is True
+            b.create_namespace("kv", shared=True)
+            a.put_many(list(values.items()), ns="kv")
+            deadline = time.monotonic() + 30
+            while a.stats()["pool"]["published"] < len(values):
+                assert time.monotonic() < deadline, a.stats()["pool"]
+                time.sleep(0.05)
+            assert b.get_many(list(values), ns="kv") == list(values.values())
+            pool = b.stats()["pool"]
+            assert pool["hits"] == len(values) and pool["errors"] == 0
+        out = subprocess.run([*cmd_b[:3], "stats", sock_b], capture_output=True, text=True, timeout=60)
+        rows = [line.split() for line in out.stdout.splitlines()]
+        assert out.returncode == 0 and rows[5][:2] == ["pool", "0"], out.stdout + out.stderr  # its table row
+        assert "pool: 0 records published, 0 errors" in out.stdout  # b only read from the pool
