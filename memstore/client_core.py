@@ -134,7 +134,7 @@ def _namespace_request(
     return req.SerializeToString()
 
 
-_TIER_NAMES = {pb.TIER_NONE: None, pb.HOT: "hot", pb.WARM: "warm", pb.COLD: "cold"}
+_TIER_NAMES = {pb.TIER_NONE: None, pb.HOT: "hot", pb.WARM: "warm", pb.COLD: "cold", pb.POOL: "pool"}
 
 
 _PREFETCH_MODES = {"wait_complete": pb.WAIT_COMPLETE, "best_effort": pb.BEST_EFFORT, "timeout": pb.TIMEOUT}

@@ -128,7 +128,13 @@ class KVCache:
     """Prefix-keyed KV blocks in one namespace of a memstore server; every operation is one call."""
 
     def __init__(
-        self, client: Any, identity: KVIdentity, *, warm_codec: str = "", cold_codec: str = ""
+        self,
+        client: Any,
+        identity: KVIdentity,
+        *,
+        warm_codec: str = "",
+        cold_codec: str = "",
+        shared: bool = True,
     ) -> None:
         self.client = client
         self.identity = identity
@@ -140,6 +146,7 @@ class KVCache:
             cold_codec=cold_codec,
             value_dtype=identity.storage_dtype,
             value_shape=identity.block_shape,
+            shared=shared,  # through the server's pool, when it has one (memstore serve --pool)
         )
 
     def keys(self, tokens: Sequence[int] | np.ndarray, *, extra: bytes = b"") -> list[bytes]:

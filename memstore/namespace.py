@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from memstore import settings, tenancy
@@ -156,9 +156,11 @@ class Namespaces:
         returned as it is, one of other options refused."""
         old = self.by_name.get(ns.name)
         if old is not None:
-            if old != ns:
+            if old == ns:
+                return old
+            if replace(old, shared=ns.shared) != ns:
                 raise InvalidNamespaceError(f"namespace {ns.name!r} exists with options {old.options()}")
-            return old
+            # Sharing is how a deployment uses a namespace, not what its records are: it may change.
         writer.put_meta(*ns.meta_entry())
         self.add(ns)
         return ns

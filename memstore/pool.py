@@ -245,6 +245,22 @@ class Pool:
             self._down_until = self._clock() + BACKOFF
         return out
 
+    def exists(self, fks: Sequence[bytes]) -> list[bool]:
+        """Which of fks the pool holds, in one round trip (all False when it is unreachable)."""
+        if not fks or self._clock() < self._down_until:
+            return [False] * len(fks)
+        try:
+            pipe = self._connected().pipeline(transaction=False)
+            for fk in fks:
+                pipe.exists(self.key(fk))
+            found = pipe.execute(raise_on_error=False)
+        except self._errors as exc:
+            self._failed(exc)
+            return [False] * len(fks)
+        if any(isinstance(v, BaseException) for v in found):
+            self._failed(next(v for v in found if isinstance(v, BaseException)))
+        return [v == 1 for v in found]
+
     def corrupt(self, fk: bytes) -> None:
         """A fetched record failed its checks: counted, and removed from the pool."""
         with self._cond:

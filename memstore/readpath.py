@@ -72,6 +72,18 @@ class ReadPath:
                 move.quotas.check_records(fk)
                 move.place_cache(ns, fk, pack_header(meta, raw), memoryview(raw), meta)
 
+    def in_pool(self, ns: Namespace, fks: list[bytes], tiers: list[str | None]) -> list[str | None]:
+        """``tiers`` with "pool" for the keys of a shared namespace that only the pool holds."""
+        missing = [i for i, t in enumerate(tiers) if t is None]
+        if self._pool is None or not ns.shared or not missing:
+            return tiers
+        held = self._pool.exists([fks[i] for i in missing])
+        out = list(tiers)
+        for i, there in zip(missing, held, strict=True):
+            if there:
+                out[i] = "pool"
+        return out
+
     def promote_one(self, fk: bytes) -> bool:
         """A prefetch worker's step: bring one key into hot; True if this call moved it there."""
         move = self._move
@@ -79,7 +91,8 @@ class ReadPath:
         with self._lock:
             if self._closed() or ns is None or fk in move.hot:
                 return False
-        self.get(ns, fk, promote=True, count=False)
+        if not (ns.shared and self.from_pool(ns, [fk], True)):
+            self.get(ns, fk, promote=True, count=False)
         with self._lock:
             if fk in move.hot:
                 move.prefetched.add(fk)

@@ -324,21 +324,20 @@ class TieredStore:
     def tiers_of(
         self, keys: Iterable[bytes], *, ns: str = "default", lookahead: bool = False
     ) -> list[str | None]:
-        """The highest tier holding each key ("hot", "warm", "cold"), or None; reads nothing.
-
-        With ``lookahead``, the keys of the leading run (a cached prefix) that sit in warm or cold are
-        promoted in the background, ahead of the get that usually follows a lookup.
+        """The highest tier holding each key ("hot", "warm", "cold"; "pool": a shared namespace's key only
+        the pool holds), or None; reads nothing. With ``lookahead``, the keys of the leading run (a
+        cached prefix) below hot are promoted in the background, ahead of the get that usually follows.
         """
         keys, namespace = list(keys), self._namespaces.named(ns)
         fks = [namespace.full_key(k) for k in keys]
         with self._lock:
             self._check_open()
             tiers = [self._move.tier_of(fk) for fk in fks]
-        if lookahead:
-            lead = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
-            below = [k for k, t in zip(keys[:lead], tiers[:lead], strict=True) if t in ("warm", "cold")]
-            if below:
-                self.prefetch(below, ns=ns, mode="best_effort")
+        tiers = self._reader.in_pool(namespace, fks, tiers)
+        lead = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
+        below = [k for k, t in zip(keys[:lead], tiers[:lead], strict=True) if t != "hot"]
+        if lookahead and below:
+            self.prefetch(below, ns=ns, mode="best_effort")
         return tiers
 
     def prefetch(

@@ -143,3 +143,51 @@ def test_two_servers_share_one_cluster(tmp_path: Path, cluster: Cluster) -> None
         rows = [line.split() for line in out.stdout.splitlines()]
         assert out.returncode == 0 and rows[5][:2] == ["pool", "0"], out.stdout + out.stderr  # its table row
         assert "pool: 0 records published, 0 errors" in out.stdout  # b only read from the pool
+
+
+def test_lookup_sees_the_pool_and_lookahead_brings_the_prefix_home(tmp_path: Path, cluster: Cluster) -> None:
+    with _store(tmp_path / "a", cluster) as a, _store(tmp_path / "b", cluster) as b:
+        for s in (a, b):
+            s.create_namespace("kv", shared=True)
+        keys = [b"blk-%d" % i for i in range(8)]
+        a.put_many([(k, k * 100) for k in keys], ns="kv")
+        assert a.pool is not None
+        a.pool.flush()
+        b.put(b"blk-0", b"blk-0" * 100, ns="kv")  # one block b computed itself
+        assert b.tiers_of([*keys, b"never"], ns="kv") == ["hot"] + ["pool"] * 7 + [None]
+        b.tiers_of(keys, ns="kv", lookahead=True)  # the leading run below hot is fetched in the background
+        deadline = time.monotonic() + 30
+        while b.tiers_of(keys, ns="kv") != ["hot"] * 8:
+            assert time.monotonic() < deadline, b.tiers_of(keys, ns="kv")
+            time.sleep(0.02)
+        assert b.get_many(keys, ns="kv") == [k * 100 for k in keys]
+
+
+def test_kv_blocks_computed_on_one_server_are_found_by_another(tmp_path: Path, cluster: Cluster) -> None:
+    from memstore.kv import KVCache, KVIdentity
+
+    ident = KVIdentity(model_id="tiny", num_layers=2, num_kv_heads=2, head_dim=8, block_tokens=4)
+    tokens = list(range(40))
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 1 << 16, ident.block_shape, dtype=np.uint16) for _ in range(10)]
+    cmd_a, sock_a = serve_command(tmp_path / "a", "--pool", cluster.url)
+    cmd_b, sock_b = serve_command(tmp_path / "b", "--pool", cluster.url)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        served(cmd_a, sock_a),
+        served(cmd_b, sock_b),
+        Client(sock_a, local="never") as a,
+        Client(sock_b, local="never") as b,
+    ):
+        KVCache(a, ident).put_blocks(tokens, blocks)
+        deadline = time.monotonic() + 30
+        while a.stats()["pool"]["published"] < len(blocks):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        on_b = KVCache(b, ident)
+        hit = on_b.lookup(tokens)
+        assert hit.blocks == 10 and set(hit.tiers) <= {"pool", "hot"}  # lookahead may have run already
+        got = on_b.get_blocks(tokens)
+        assert all(np.array_equal(g, w) for g, w in zip(got, blocks, strict=True))
+        assert KVCache(b, ident, shared=False).lookup(tokens).blocks == 10  # now local on b too

@@ -25,6 +25,7 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HOT: _ClassVar[Tier]
     WARM: _ClassVar[Tier]
     COLD: _ClassVar[Tier]
+    POOL: _ClassVar[Tier]
 
 class PrefetchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ TIER_NONE: Tier
 HOT: Tier
 WARM: Tier
 COLD: Tier
+POOL: Tier
 WAIT_COMPLETE: PrefetchMode
 BEST_EFFORT: PrefetchMode
 TIMEOUT: PrefetchMode

@@ -48,7 +48,7 @@ _DURABILITY: dict[int, Durability] = {
     pb.CACHE: "cache",
     pb.PERSISTENT: "persistent",
 }
-_TIERS = {None: pb.TIER_NONE, "hot": pb.HOT, "warm": pb.WARM, "cold": pb.COLD}
+_TIERS = {None: pb.TIER_NONE, "hot": pb.HOT, "warm": pb.WARM, "cold": pb.COLD, "pool": pb.POOL}
 _PREFETCH_MODES: dict[int, PrefetchMode] = {
     pb.WAIT_COMPLETE: "wait_complete",
     pb.BEST_EFFORT: "best_effort",
