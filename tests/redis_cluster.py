@@ -59,6 +59,10 @@ class Cluster:
         )
         return out.stdout
 
+    def primaries(self) -> list[int]:
+        """Ports of the nodes that are primaries now."""
+        return [p for p in self.procs if "role:master" in self.cli(p, "info", "replication")]
+
     def kill(self, port: int) -> None:
         proc = self.procs.pop(port)
         proc.send_signal(signal.SIGKILL)
@@ -66,9 +70,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def redis_cluster(tmp: Path, primaries: int = 3) -> Iterator[Cluster]:
+def redis_cluster(tmp: Path, primaries: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    """A cluster of ``primaries`` primaries, each with ``replicas`` replicas (a dead primary's replica
+    takes over within about two seconds)."""
     require_redis()
-    cluster = Cluster(_free_ports(primaries))
+    cluster = Cluster(_free_ports(primaries * (1 + replicas)))
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         for port in cluster.ports:
@@ -84,6 +90,7 @@ def redis_cluster(tmp: Path, primaries: int = 3) -> Iterator[Cluster]:
                     "--appendonly", "no",
                     "--maxmemory", "256mb",
                     "--maxmemory-policy", "allkeys-lru",
+                    "--cluster-node-timeout", "2000",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -92,7 +99,7 @@ def redis_cluster(tmp: Path, primaries: int = 3) -> Iterator[Cluster]:
             _wait(lambda port=port: cluster.cli(port, "ping").strip() == "PONG")
         created = subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.ports)]  # noqa: RUF005
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            + ["--cluster-replicas", str(replicas), "--cluster-yes"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -100,6 +107,14 @@ def redis_cluster(tmp: Path, primaries: int = 3) -> Iterator[Cluster]:
         assert created.returncode == 0, created.stdout + created.stderr
         for port in cluster.ports:
             _wait(lambda port=port: "cluster_state:ok" in cluster.cli(port, "cluster", "info"))
+        if replicas:  # replicas attach after the create; one that never synced cannot take over
+
+            def synced() -> bool:
+                roles = [cluster.cli(p, "info", "replication") for p in cluster.ports]
+                linked = sum("master_link_status:up" in r for r in roles)
+                return linked == primaries * replicas
+
+            _wait(synced)
         yield cluster
     finally:
         for proc in cluster.procs.values():

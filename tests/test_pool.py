@@ -191,3 +191,46 @@ def test_kv_blocks_computed_on_one_server_are_found_by_another(tmp_path: Path, c
         got = on_b.get_blocks(tokens)
         assert all(np.array_equal(g, w) for g, w in zip(got, blocks, strict=True))
         assert KVCache(b, ident, shared=False).lookup(tokens).blocks == 10  # now local on b too
+
+
+def test_a_primary_killed_under_load_costs_misses_never_wrong_bytes(tmp_path: Path, seed: int) -> None:
+    with redis_cluster(tmp_path / "redis", primaries=3, replicas=1) as cluster:
+        rng = np.random.default_rng(seed)
+        values = {b"k%d" % i: rng.bytes(int(rng.integers(100, 20_000))) for i in range(300)}
+        with _store(tmp_path / "a", cluster) as a:
+            a.create_namespace("kv", shared=True)
+            a.put_many(list(values.items()), ns="kv")
+            assert a.pool is not None
+            a.pool.flush()
+            assert a.stats()["pool"]["published"] == len(values)
+        victim = cluster.primaries()[0]
+        reads = wrong = 0
+        hits_after = 0
+        start = time.monotonic()
+        killed = False
+        while time.monotonic() - start < 12:
+            with _store(tmp_path / f"b{reads}", cluster) as b:  # a fresh host: nothing local
+                b.create_namespace("kv", shared=True)
+                keys = list(values)[:60]
+                got = b.get_many(keys, ns="kv")  # never raises, whatever the pool does
+                wrong += sum(g is not None and g != values[k] for k, g in zip(keys, got, strict=True))
+                if killed and time.monotonic() - start > 8:
+                    hits_after += sum(g is not None for g in got)
+            reads += 1
+            if not killed and time.monotonic() - start > 1:
+                cluster.kill(victim)  # SIGKILL: its replica takes over after the node timeout
+                killed = True
+        assert wrong == 0 and reads >= 3 and hits_after > 0
+        deadline = time.monotonic() + 30
+        alive = next(iter(cluster.procs))
+        while "cluster_state:ok" not in cluster.cli(alive, "cluster", "info"):
+            assert time.monotonic() < deadline, "no failover"
+            time.sleep(0.2)
+        with _store(tmp_path / "after", cluster) as c:
+            c.create_namespace("kv", shared=True)
+            for _ in range(20):  # the client finds the new primary after its first miss there
+                got = c.get_many(list(values), ns="kv", promote=False)
+                if all(g is not None for g in got):
+                    break
+                time.sleep(0.5)
+            assert got == list(values.values())  # the replica had every record: nothing lost, nothing wrong
