@@ -212,54 +212,36 @@ class Pool:
 
     def fetch(self, fks: Sequence[bytes]) -> list[bytes | None]:
         """The pool's records for fks (None where it has none, or is unreachable), in one round trip."""
-        if not fks:
-            return []
-        if self._clock() < self._down_until:
-            with self._cond:
-                self.counts["misses"] += len(fks)
-            return [None] * len(fks)
-        try:
-            pipe = self._connected().pipeline(transaction=False)
-            for fk in fks:
-                pipe.get(self.key(fk))
-            found = pipe.execute(raise_on_error=False)
-        except self._errors as exc:
-            self._failed(exc)
-            with self._cond:
-                self.counts["misses"] += len(fks)
-            return [None] * len(fks)
-        out: list[bytes | None] = []
-        errors = 0
-        for value in found:
-            if isinstance(value, BaseException):  # one node failed: its keys are misses
-                errors += 1
-                value = None
-            out.append(value if isinstance(value, bytes) else None)
+        found = self._each("get", fks)
+        out = [v if isinstance(v, bytes) else None for v in found]
         with self._cond:
             hits = sum(v is not None for v in out)
             self.counts["hits"] += hits
             self.counts["misses"] += len(out) - hits
             self.counts["bytes_fetched"] += sum(len(v) for v in out if v is not None)
-            self.counts["errors"] += errors
-        if errors:
-            self._down_until = self._clock() + BACKOFF
         return out
 
     def exists(self, fks: Sequence[bytes]) -> list[bool]:
         """Which of fks the pool holds, in one round trip (all False when it is unreachable)."""
+        return [v == 1 for v in self._each("exists", fks)]
+
+    def _each(self, command: str, fks: Sequence[bytes]) -> list[Any]:
+        """One pipelined ``command`` per key; None for every key while the pool is skipped or failing
+        (a node's failure is its keys' None, counted, and opens the breaker)."""
         if not fks or self._clock() < self._down_until:
-            return [False] * len(fks)
+            return [None] * len(fks)
         try:
             pipe = self._connected().pipeline(transaction=False)
             for fk in fks:
-                pipe.exists(self.key(fk))
+                getattr(pipe, command)(self.key(fk))
             found = pipe.execute(raise_on_error=False)
         except self._errors as exc:
             self._failed(exc)
-            return [False] * len(fks)
-        if any(isinstance(v, BaseException) for v in found):
-            self._failed(next(v for v in found if isinstance(v, BaseException)))
-        return [v == 1 for v in found]
+            return [None] * len(fks)
+        failed = [v for v in found if isinstance(v, BaseException)]
+        if failed:
+            self._failed(failed[0])
+        return [None if isinstance(v, BaseException) else v for v in found]
 
     def corrupt(self, fk: bytes) -> None:
         """A fetched record failed its checks: counted, and removed from the pool."""
