@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from memstore_server.config import human_size
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 _METAVARS = {"size": "SIZE", "int": "N", "float": "SECONDS", "bool": "BOOL"}
 
@@ -53,10 +55,8 @@ def _stats_target(args: argparse.Namespace) -> str:
     address = parse_listen(str(listen), source)
     if address.path:
         return str(listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(address.host, address.host)
-    return (
-        f"[{host}]:{address.port}" if ":" in host and not host.startswith("[") else f"{host}:{address.port}"
-    )
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)  # a wildcard: loopback
+    return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"  # IPv6 in brackets
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -99,7 +99,7 @@ def _print_stats(target: str, st: dict[str, Any]) -> None:
             s[k] for k in ("hits", "misses", "demotions", "evictions", "promotions", "checksum_failures")
         ]
         rows.append(
-            [t, f"{s['items']:,}", _size(s["bytes"]), _size(s["capacity_bytes"])]
+            [t, f"{s['items']:,}", human_size(s["bytes"]), human_size(s["capacity_bytes"])]
             + [f"{n:,}" for n in counts]
             + [f"{s['compression_ratio']:.2f}x" if s["compression_ratio"] else "-"]
         )
@@ -115,7 +115,7 @@ def _print_stats(target: str, st: dict[str, Any]) -> None:
         print(f"pool: {st['pool']['published']:,} records published, {st['pool']['errors']:,} errors")
     if st["cold"].get("map_bytes"):
         print(
-            f"cold capacity: what records may fill of its {_size(st['cold']['map_bytes'])} LMDB map "
+            f"cold capacity: what records may fill of its {human_size(st['cold']['map_bytes'])} LMDB map "
             "(--cold-bytes); the rest holds LMDB's B-tree and copy-on-write pages"
         )
     if st["tenants"]:
@@ -137,17 +137,10 @@ def _table(cols: list[str], rows: list[list[str]]) -> None:
 
 
 def _used(n: int, limit: int, *, size: bool = True) -> str:
-    shown = _size(n) if size else f"{n:,}"
+    shown = human_size(n) if size else f"{n:,}"
     if not limit:
         return shown
-    return f"{shown} / {_size(limit) if size else f'{limit:,}'}"
-
-
-def _size(n: int) -> str:
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{n}B"
+    return f"{shown} / {human_size(limit) if size else f'{limit:,}'}"
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -18,6 +18,18 @@ from memstore.hot import remove_stale_segment
 log = logging.getLogger("memstore.store")
 
 
+SEGMENT_FILE = "hot.segment"  # names the arena the data dir's holder created
+
+
+def named_segment(path: str) -> str | None:
+    """The arena segment a data dir's last holder created (it may be dead), or None."""
+    try:
+        with open(os.path.join(path, SEGMENT_FILE)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 class DataDir:
     """The directory of a store, held with an exclusive lock (``LOCK`` names the holder's pid)."""
 
@@ -38,15 +50,13 @@ class DataDir:
         self._lockfile.truncate()
         self._lockfile.write(str(os.getpid()))  # who holds it, for the error a second opener gets
         self._lockfile.flush()
-        self._owner_file = os.path.join(path, "hot.segment")
+        self._owner_file = os.path.join(path, SEGMENT_FILE)
 
     def remove_dead_segment(self) -> None:
         """We hold the lock, so a segment named in the owner file belongs to a dead process."""
-        try:
-            with open(self._owner_file) as f:
-                remove_stale_segment(f.read().strip())
-        except FileNotFoundError:
-            pass
+        name = named_segment(self.path)
+        if name is not None:
+            remove_stale_segment(name)
 
     def name_segment(self, name: str) -> None:
         with open(self._owner_file, "w") as f:

@@ -22,9 +22,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from memstore.movement import encode_for
 from memstore.record import RecordMeta
 
 log = logging.getLogger("memstore.pool")
@@ -34,49 +35,73 @@ BACKOFF = 1.0  # seconds the pool is skipped after an error
 SCHEMES = ("redis", "rediss", "redis-cluster", "rediss-cluster")
 
 
-def connect(url: str, timeout: float, password_file: str | None = None, *, lazy: bool = False) -> Any:
-    """A redis-py client for ``redis://HOST:PORT`` (one server) or ``redis-cluster://HOST:PORT[,HOST:PORT
-    ...]`` (seed nodes of a cluster); ``rediss`` variants use TLS. A user and password come from the URL
-    or, the password, from ``password_file``. ``lazy`` only checks the URL (None is returned)."""
+class PoolAddress(NamedTuple):
+    cluster: bool
+    tls: bool
+    user: str | None
+    password: str | None
+    nodes: list[tuple[str, int]]
+
+
+def parse_url(url: str) -> PoolAddress:
+    """``redis://HOST:PORT`` (one server) or ``redis-cluster://HOST:PORT[,HOST:PORT...]`` (seed nodes of a
+    cluster); ``rediss`` variants use TLS; ``USER:PASSWORD@`` before the hosts. A ValueError names the
+    URL and what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or "://" not in url:
+        raise ValueError(
+            f"{url!r}: not redis://HOST:PORT or redis-cluster://HOST:PORT[,HOST:PORT...] "
+            "(rediss:// and rediss-cluster:// for TLS)"
+        )
+    nodes = []
+    for host in parts.netloc.rsplit("@", 1)[-1].split(","):
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"{url}: pool address {host!r} is not HOST:PORT")
+        nodes.append((name.strip("[]"), int(port)))
+    cluster = parts.scheme.endswith("-cluster")
+    if not cluster and len(nodes) != 1:
+        raise ValueError(
+            f"{url}: redis:// names one server; use redis-cluster:// for seed nodes of a cluster"
+        )
+    return PoolAddress(
+        cluster,
+        parts.scheme.startswith("rediss"),
+        unquote(parts.username) if parts.username else None,
+        unquote(parts.password) if parts.password else None,
+        nodes,
+    )
+
+
+def connect(url: str, timeout: float, password_file: str | None = None) -> Any:
+    """A redis-py client for the pool at ``url`` (``parse_url``); the password may come from
+    ``password_file`` instead of the URL."""
     import redis
     from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
     from redis.retry import Retry
 
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"a pool is {' or '.join(s + '://' for s in SCHEMES)}HOST:PORT, not {url!r}")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
+    address = parse_url(url)
+    password = address.password
     if password_file:
         with open(password_file) as f:
             password = f.read().strip()
-    hosts = parts.netloc.rsplit("@", 1)[-1].split(",")
-    nodes = []
-    for host in hosts:
-        name, _, port = host.rpartition(":")
-        if not name or not port.isdigit():
-            raise ValueError(f"pool address {host!r} is not HOST:PORT")
-        nodes.append((name.strip("[]"), int(port)))
     common: dict[str, Any] = {
-        "username": user,
+        "username": address.user,
         "password": password,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "ssl": parts.scheme.startswith("rediss"),
+        "ssl": address.tls,
     }
-    if lazy:
-        return None
-    if parts.scheme.endswith("-cluster"):
+    if address.cluster:
         return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+            startup_nodes=[ClusterNode(h, p) for h, p in address.nodes],  # type: ignore[no-untyped-call]
             require_full_coverage=False,  # a slot whose primary is down is a miss, the rest still serve
             retry=Retry(NoBackoff(), 1),
             **common,
         )
-    if len(nodes) != 1:
-        raise ValueError("redis:// names one server; use redis-cluster:// for seed nodes of a cluster")
-    return redis.Redis(host=nodes[0][0], port=nodes[0][1], **common)
+    ((host, port),) = address.nodes
+    return redis.Redis(host=host, port=port, **common)
 
 
 class Pool:
@@ -137,7 +162,6 @@ class Pool:
     def publish_all(self, codec: str, records: Sequence[tuple[bytes, memoryview, RecordMeta]]) -> None:
         """Queue values just stored in a shared namespace: each is copied now and encoded with ``codec``
         on the publisher thread."""
-        from memstore.movement import encode_for
 
         def encoder(data: bytes, meta: RecordMeta) -> Callable[[], bytes]:
             return lambda: encode_for(codec, memoryview(data), meta)

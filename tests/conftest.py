@@ -82,6 +82,23 @@ def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Pop
             proc.wait()
 
 
+def hiding(tmp_path: Any, *packages: str) -> dict[str, str]:
+    """Environment for a subprocess whose interpreter cannot import ``packages``, as on a machine that
+    never installed them (a ``sitecustomize`` on PYTHONPATH refuses them)."""
+    hide = os.path.join(str(tmp_path), "hide")
+    os.makedirs(hide, exist_ok=True)
+    with open(os.path.join(hide, "sitecustomize.py"), "w") as f:
+        f.write(
+            "import sys\n"
+            "class _Hidden:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {packages!r}:\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, _Hidden())\n"
+        )
+    return {"PYTHONPATH": hide}
+
+
 def status_of(fn: Any) -> Any:
     """The gRPC status code ``fn()`` ended with, or None when it succeeded."""
     import grpc

