@@ -80,8 +80,10 @@ class Reservations:
 
     def commit(
         self, tokens: Sequence[int], checksums: Sequence[int] | None, owner: str
-    ) -> list[tuple[bytes, Future[bool]]]:
-        """Publish reserved values, all or none; returns the deletes of older cold copies to wait for."""
+    ) -> tuple[list[tuple[bytes, Future[bool]]], list[tuple[bytes, memoryview, RecordMeta]]]:
+        """Publish reserved values, all or none; returns the deletes of older cold copies to wait for,
+        and each committed record's key, payload (a view of the arena: valid under the store's lock) and
+        meta."""
         tokens = list(tokens)
         if len(set(tokens)) != len(tokens):
             raise InvalidValueError("a reservation token is named twice in one commit")
@@ -119,7 +121,7 @@ class Reservations:
             )
             move.set_parent(r.fk, r.parent)
             self._hot.add(r.fk, entry, r.parent)
-        return stale
+        return stale, [(r.fk, payload, r.meta) for r, payload in zip(found, views, strict=True)]
 
     def abort(self, token: int, owner: str) -> bool:
         r = self._open.get(token)
@@ -241,7 +243,12 @@ class LocalPath:
         store = self._store
         with store._lock:
             store._check_open()
-            stale = self.reservations.commit(tokens, checksums, owner)
+            stale, committed = self.reservations.commit(tokens, checksums, owner)
+            if store.pool is not None:  # shared namespaces' values go to the pool, as put's do
+                for fk, payload, meta in committed:
+                    namespace = store._namespaces.of(fk)
+                    if namespace is not None and namespace.shared:
+                        store.pool.publish_all(namespace.cold_codec, [(fk, payload, meta)])
         if stale:
             store._wait(stale, persistent=False)
 

@@ -167,7 +167,11 @@ def test_lookup_sees_the_pool_and_lookahead_brings_the_prefix_home(tmp_path: Pat
         assert b.get_many(keys, ns="kv") == [k * 100 for k in keys]
 
 
-def test_kv_blocks_computed_on_one_server_are_found_by_another(tmp_path: Path, cluster: Cluster) -> None:
+@pytest.mark.parametrize("local", ["never", "always"])
+def test_kv_blocks_computed_on_one_server_are_found_by_another(
+    tmp_path: Path, cluster: Cluster, local: str
+) -> None:
+    """Through gRPC, and through the same-host path (its puts reserve and commit arena space)."""
     from memstore.kv import KVCache, KVIdentity
 
     ident = KVIdentity(model_id="tiny", num_layers=2, num_kv_heads=2, head_dim=8, block_tokens=4)
@@ -178,8 +182,8 @@ def test_kv_blocks_computed_on_one_server_are_found_by_another(tmp_path: Path, c
     with (
         served(cmd_a, sock_a),
         served(cmd_b, sock_b),
-        Client(sock_a, local="never") as a,
-        Client(sock_b, local="never") as b,
+        Client(sock_a, local=local) as a,
+        Client(sock_b, local=local) as b,
     ):
         KVCache(a, ident).put_blocks(tokens, blocks)
         deadline = time.monotonic() + 30
