@@ -12,11 +12,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from memstore import Client
+from tests.conftest import serve_command, served
+from tests.redis_cluster import redis_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +36,7 @@ def _vllm_python() -> str | None:
     return candidate if ok.returncode == 0 else None
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):  # type: ignore[no-untyped-def]
+def _require_vllm() -> str:
     python = _vllm_python()
     if python is None:
         msg = (
@@ -44,15 +48,25 @@ def result(tmp_path_factory):  # type: ignore[no-untyped-def]
         print(f"\n*** {msg} ***", file=sys.stderr)
         warnings.warn(msg, stacklevel=1)
         pytest.skip(msg)
-    out = tmp_path_factory.mktemp("vllm") / "result.json"
+    return python
+
+
+def _script(python: str, name: str, *args: object) -> None:
     run = subprocess.run(
-        [python, str(ROOT / "tests" / "vllm" / "e2e.py"), str(out)],
+        [python, str(ROOT / "tests" / "vllm" / name), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "VLLM_HOST_IP": "127.0.0.1"},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):  # type: ignore[no-untyped-def]
+    python = _require_vllm()
+    out = tmp_path_factory.mktemp("vllm") / "result.json"
+    _script(python, "e2e.py", out)
     return json.loads(out.read_text())
 
 
@@ -84,3 +98,55 @@ def test_the_loaded_kv_is_used_as_it_is(result) -> None:  # type: ignore[no-unty
     assert result["swapped"] != result["first"]
     assert tokens == ref_tokens
     assert np.allclose(logprobs, ref_logprobs, rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def disaggregated(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A producer vLLM on server A and a consumer vLLM on server B, both servers on one Redis Cluster
+    of three primaries; the consumer starts once A has published what the producer stored."""
+    python = _require_vllm()
+    work = tmp_path_factory.mktemp("disagg")
+    with redis_cluster(work / "redis") as cluster:
+        (work / "a").mkdir(), (work / "b").mkdir()
+        (cmd_a, a), (cmd_b, b) = (serve_command(work / n, "--pool", cluster.url) for n in ("a", "b"))
+        with served(cmd_a, a), served(cmd_b, b):
+            _script(python, "disagg.py", "producer", a, work / "model", work / "producer.json")
+            producer = json.loads((work / "producer.json").read_text())
+            stored = sum(e["blocks"] for e in producer["events"] if e["event"] == "store")
+            with Client(a) as client:
+                deadline = time.monotonic() + 60
+                while client.stats()["pool"]["published"] < stored and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            _script(python, "disagg.py", "consumer", b, work / "model", work / "consumer.json")
+            consumer = json.loads((work / "consumer.json").read_text())
+            with Client(b) as client:
+                pool_b = client.stats()["pool"]
+    return {"producer": producer, "consumer": consumer, "stored": stored, "pool_b": pool_b}
+
+
+def _of(side: dict, event: str) -> list[dict]:  # type: ignore[type-arg]
+    return [e for e in side["events"] if e["event"] == event]
+
+
+def test_a_producer_only_stores_and_a_consumer_only_loads(disaggregated) -> None:  # type: ignore[no-untyped-def]
+    producer, consumer = disaggregated["producer"], disaggregated["consumer"]
+    block = producer["block_size"]
+    full = {name: n // block for name, n in producer["prompt_tokens"].items()}
+    assert full == {"long": 4, "other": 2}
+    assert _of(producer, "lookup") == [] and _of(producer, "load") == []
+    assert [e["blocks"] for e in _of(producer, "store")] == [full["long"], full["other"]]
+    assert _of(consumer, "store") == []
+    # every full block the producer computed is found through server B, from the pool
+    hits = [e["hit_blocks"] for e in _of(consumer, "lookup")]
+    assert hits == [full["long"], full["other"], 0, 0]  # the fresh prompt twice: the consumer stored nothing
+    assert [e["blocks"] for e in _of(consumer, "load")] == [full["long"], full["other"]]
+    assert disaggregated["pool_b"]["hits"] >= disaggregated["stored"] == 6
+
+
+def test_the_consumer_answers_as_the_producer_computed_from_scratch(disaggregated) -> None:  # type: ignore[no-untyped-def]
+    """The producer never loads (and vLLM's prefix cache is off): its runs are runs with no cache."""
+    for name in ("long", "other"):
+        (tokens, logprobs) = disaggregated["consumer"]["runs"][name]
+        (ref_tokens, ref_logprobs) = disaggregated["producer"]["runs"][name]
+        assert tokens == ref_tokens
+        assert np.allclose(logprobs, ref_logprobs, rtol=0, atol=1e-4)

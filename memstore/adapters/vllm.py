@@ -11,6 +11,12 @@ server is on this host) and written into vLLM's paged KV tensors before the forw
 pass computed are gathered layer by layer and stored in one call when the pass is done. The two roles
 share nothing but memstore and vLLM's own connector metadata (token and block ids).
 
+Roles (``kv_role``): ``kv_both`` loads what memstore holds and stores what it computed;
+``kv_producer`` (a prefill instance) only stores, and ``kv_consumer`` (a decode instance) only loads.
+For disaggregated serving, the producer's and the consumer's memstore servers share a pool
+(``memstore serve --pool``): a block the producer stored on its host is found by the consumer's
+lookup on another once it is published (see README, Pool).
+
 Blocks use memstore's KV layout, one block = vLLM's block size in tokens, all layers:
 (layers, 2, kv_heads, block_tokens, head_dim). vLLM's CPU paged tensor per layer is
 [num_blocks, kv_heads, block_size, 2 * head_dim], holding, per block and head, the block's K rows then
@@ -104,6 +110,8 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self.client = Client(str(extra["memstore_target"]))
         self.kv = KVCache(self.client, self.identity)
         self.log_path = extra.get("log_path")
+        config = self._kv_transfer_config
+        self.loads, self.stores = bool(config.is_kv_consumer), bool(config.is_kv_producer)
         # scheduler state
         self._hits: dict[str, int] = {}
         self._need_load: dict[str, int] = {}
@@ -118,6 +126,8 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
     # ---- scheduler side -------------------------------------------------------------------------
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int | None, bool]:
+        if not self.loads:  # a producer computes every prompt itself
+            return 0, False
         tokens = list(request.prompt_token_ids or [])
         usable = (len(tokens) - 1) // self.block * self.block  # at least one token must run
         hit = self.kv.lookup(tokens[:usable]) if usable else None
@@ -142,7 +152,7 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
             scheduled = scheduler_output.num_scheduled_tokens.get(req.req_id, 0)
             done = min(len(tokens), req.num_computed_tokens + scheduled) // self.block
             first = max(loaded, self._hits.pop(req.req_id, 0))
-            if done > first:
+            if self.stores and done > first:
                 meta.stores.append(_Transfer(req.req_id, tokens, block_ids, first, done - first))
         return meta
 

@@ -22,9 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def main(out_path: str) -> None:
     import grpc
+    from engine import engine
+    from engine import events as read_events
+    from engine import run as generate
     from make_model import build
-    from vllm import LLM, SamplingParams
-    from vllm.config import KVTransferConfig
 
     from memstore import Client
     from memstore.kv import KVCache, KVIdentity
@@ -55,36 +56,16 @@ def main(out_path: str) -> None:
     try:
         with grpc.insecure_channel(sock) as ch:
             grpc.channel_ready_future(ch).result(timeout=60)
-        llm = LLM(
-            model=model_dir,
-            enforce_eager=True,
-            enable_prefix_caching=False,
-            dtype="float32",
-            max_model_len=2048,
-            gpu_memory_utilization=0.25,  # on CPU: the share of memory reserved for the KV cache
-            kv_transfer_config=KVTransferConfig(
-                kv_connector="MemstoreConnector",
-                kv_connector_module_path="memstore.adapters.vllm",
-                kv_role="kv_both",
-                kv_connector_extra_config={"memstore_target": sock, "log_path": log},
-            ),
-        )
-        params = SamplingParams(max_tokens=8, temperature=0.0, logprobs=1)
+        llm = engine(model_dir, sock, log)
         prompt_a = " ".join(f"w{i}" for i in range(300))  # 2 full blocks of 128 are reusable
         prompt_b = " ".join(f"w{i}" for i in range(128)) + " " + " ".join(f"w{1999 - i}" for i in range(172))
         prompt_c = " ".join(f"w{1000 + i}" for i in range(300))
 
         def run(prompt: str | list[int]) -> tuple[list[int], list[float]]:
-            asked = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
-            out = llm.generate([asked], params, use_tqdm=False)[0].outputs[0]
-            logprobs = [
-                float(step[tok].logprob) for tok, step in zip(out.token_ids, out.logprobs, strict=True)
-            ]
-            return list(out.token_ids), logprobs
+            return generate(llm, prompt)
 
         def events() -> list[dict[str, object]]:
-            with open(log) as f:
-                return [json.loads(line) for line in f]
+            return read_events(log)
 
         t0 = time.perf_counter()
         first = run(prompt_a)

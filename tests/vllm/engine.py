@@ -1,0 +1,46 @@
+"""What the vLLM scripts share: an engine on CPU with memstore as its KV connector, and greedy runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARAMS: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "logprobs": 1}
+
+
+def engine(model_dir: str, target: str, log: str, role: str = "kv_both") -> Any:
+    """vLLM on the tiny model with vLLM's own prefix caching off, so every reuse comes from memstore."""
+    from vllm import LLM
+    from vllm.config import KVTransferConfig
+
+    return LLM(
+        model=model_dir,
+        enforce_eager=True,
+        enable_prefix_caching=False,
+        dtype="float32",
+        max_model_len=2048,
+        gpu_memory_utilization=0.25,  # on CPU: the share of memory reserved for the KV cache
+        kv_transfer_config=KVTransferConfig(
+            kv_connector="MemstoreConnector",
+            kv_connector_module_path="memstore.adapters.vllm",
+            kv_role=role,
+            kv_connector_extra_config={"memstore_target": target, "log_path": log},
+        ),
+    )
+
+
+def run(llm: Any, prompt: str | list[int]) -> tuple[list[int], list[float]]:
+    """The greedy tokens of one prompt (text or token ids) and each token's logprob."""
+    from vllm import SamplingParams
+
+    asked = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
+    out = llm.generate([asked], SamplingParams(**PARAMS), use_tqdm=False)[0].outputs[0]
+    logprobs = [float(step[tok].logprob) for tok, step in zip(out.token_ids, out.logprobs, strict=True)]
+    return list(out.token_ids), logprobs
+
+
+def events(log: str) -> list[dict[str, Any]]:
+    """The connector's log (``log_path``): one JSON object per lookup, load and store."""
+    import json
+
+    with open(log) as f:
+        return [json.loads(line) for line in f]
