@@ -103,7 +103,13 @@ class MemstoreServer:
     """``memstore serve`` in its own process, on a TCP port or a unix socket."""
 
     def __init__(
-        self, *, unix: bool = False, hot: str = "1GiB", warm: str = "512MiB", cold: str = "4GiB"
+        self,
+        *,
+        unix: bool = False,
+        hot: str = "1GiB",
+        warm: str = "512MiB",
+        cold: str = "4GiB",
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.dir = tempfile.mkdtemp(prefix="bench-memstore-")
         self.target = f"unix:{self.dir}/memstore.sock" if unix else f"127.0.0.1:{free_port()}"
@@ -126,6 +132,7 @@ class MemstoreServer:
                 cold,
                 "--log-level",
                 "WARNING",
+                *extra,
             ],
             cwd=root,
             stdout=subprocess.DEVNULL,

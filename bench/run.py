@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
         ("codecs", "KV compression: memstore's codecs against zstd, lz4, blosc2 and ZipNN on real K/V"),
         ("replay", "replay a Mooncake trace through every eviction policy and OPT: hit ratios, cold writes"),
+        ("pool", "the shared pool on a Redis Cluster: a second host's fetches against redis-py reading it"),
         ("memory", "agent memory: put and search at 10k and 100k records against numpy and LangGraph"),
     ]
     for name, help_ in benches:

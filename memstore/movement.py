@@ -21,9 +21,10 @@ store's lock (see ``memstore.store``).
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import zstandard
@@ -51,6 +52,17 @@ POISON = (
     OverflowError,
     zstandard.ZstdError,
 )
+
+
+# zstd and numpy release the GIL: a batch's records encode or decode on several cores at once
+CODEC_WORKERS = ThreadPoolExecutor(
+    max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="memstore-codec"
+)
+
+
+def each(fn: Callable[[Any], T], items: list[Any]) -> list[T]:
+    """``fn`` of every item, on the codec workers when there is more than one."""
+    return list(CODEC_WORKERS.map(fn, items)) if len(items) > 1 else [fn(x) for x in items]
 
 
 def encode_for(codec_name: str, raw: memoryview, meta: RecordMeta) -> bytes:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from memstore.movement import encode_for
+from memstore.movement import each, encode_for
 from memstore.record import RecordMeta
 
 log = logging.getLogger("memstore.pool")
@@ -102,6 +102,17 @@ def connect(url: str, timeout: float, password_file: str | None = None) -> Any:
         )
     ((host, port),) = address.nodes
     return redis.Redis(host=host, port=port, **common)
+
+
+def _made(make: Callable[[], bytes] | None) -> bytes | None:
+    """A queued record encoded (on the codec workers), or None for a removal or a failed encoding."""
+    if make is None:
+        return None
+    try:
+        return make()
+    except Exception:
+        log.exception("could not encode a record for the pool")
+        return None
 
 
 class Pool:
@@ -212,24 +223,20 @@ class Pool:
         except self._errors as exc:
             self._failed(exc)
             return
-        for key, make, _ in ops:
+        records = each(_made, [make for _, make, _ in ops])
+        for (key, make, _), record in zip(ops, records, strict=True):
             if make is None:
                 pipe.delete(key)
-                continue
-            try:
-                record = make()
-            except Exception:  # the value could not be encoded: it simply is not shared
-                log.exception("could not encode a record for the pool")
-                continue
-            pipe.set(key, record, px=int(self.ttl * 1000))
-            written += len(record)
+            elif record is not None:  # None: the value could not be encoded, and simply is not shared
+                pipe.set(key, record, px=int(self.ttl * 1000))
+                written += len(record)
         try:
             pipe.execute()
         except self._errors as exc:
             self._failed(exc)
             return
         with self._cond:
-            self.counts["published"] += sum(1 for _, make, _ in ops if make is not None)
+            self.counts["published"] += sum(record is not None for record in records)
             self.counts["bytes_published"] += written
 
     # ---- fetch -----------------------------------------------------------------------------------
@@ -255,10 +262,14 @@ class Pool:
         if not fks or self._clock() < self._down_until:
             return [None] * len(fks)
         try:
-            pipe = self._connected().pipeline(transaction=False)
-            for fk in fks:
-                getattr(pipe, command)(self.key(fk))
-            found = pipe.execute(raise_on_error=False)
+            client = self._connected()
+            if len(fks) == 1:  # one key: the command itself, without a pipeline's bookkeeping
+                found = [getattr(client, command)(self.key(fks[0]))]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for fk in fks:
+                    getattr(pipe, command)(self.key(fk))
+                found = pipe.execute(raise_on_error=False)
         except self._errors as exc:
             self._failed(exc)
             return [None] * len(fks)

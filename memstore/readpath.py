@@ -17,7 +17,7 @@ from typing import Any
 from memstore.codecs import RAW, decode_payload
 from memstore.cold import ColdTier
 from memstore.errors import CorruptRecordError, MemstoreError, StoreClosedError
-from memstore.movement import POISON, Movement, decode
+from memstore.movement import POISON, Movement, decode, each
 from memstore.namespace import Namespace
 from memstore.pool import Pool
 from memstore.record import RecordMeta, pack_header, raw_to_value, split_record, verify_payload
@@ -50,14 +50,13 @@ class ReadPath:
                 raise StoreClosedError("the store is closed")
             missing = [fk for fk in dict.fromkeys(fks) if not self._move.holds(fk)]
         out: dict[bytes, Any] = {}
-        for fk, record in zip(missing, self._pool.fetch(missing), strict=True):
-            if record is None:
-                continue
-            try:
-                meta, raw = _decode_owned(memoryview(record))
-            except POISON:
+        found = [(fk, r) for fk, r in zip(missing, self._pool.fetch(missing), strict=True) if r is not None]
+        decoded = each(_checked, [r for _, r in found])  # a batch decodes on several cores
+        for (fk, _), got in zip(found, decoded, strict=True):
+            if got is None:
                 self._pool.corrupt(fk)  # a miss, counted and removed from the pool
                 continue
+            meta, raw = got
             out[fk] = raw_to_value(raw, meta)
             if promote:
                 self._place(ns, fk, raw, meta)
@@ -190,6 +189,14 @@ class ReadPath:
             if promote and not self._closed() and fk in cold and fk not in move.hot and fk not in move.warm:
                 move.promote(fk, raw, meta, clean=True, from_warm=False)
         return raw_to_value(raw, meta)
+
+
+def _checked(record: bytes) -> tuple[RecordMeta, bytes | bytearray] | None:
+    """A pool record decoded and checked; None when it fails its checks."""
+    try:
+        return _decode_owned(memoryview(record))
+    except POISON:
+        return None
 
 
 def _decode_owned(record: memoryview) -> tuple[RecordMeta, bytes | bytearray]:

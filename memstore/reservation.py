@@ -170,16 +170,19 @@ class LocalPath:
         """
         store = self._store
         namespace = store._namespaces.named(ns)
-        out: list[HotLocation | Remote | None] = []
-        for key in keys:
-            fk = namespace.full_key(key)
-            loc = self._locate(fk)
-            if loc is None:
-                if store.get(key, ns=ns) is None:
-                    out.append(None)
-                    continue
-                loc = self._locate(fk)
-            out.append(REMOTE if loc is None else loc)
+        keys = list(keys)
+        fks = [namespace.full_key(key) for key in keys]
+        found: list[HotLocation | None] = [self._locate(fk) for fk in fks]
+        away = [i for i, loc in enumerate(found) if loc is None]
+        if not away:
+            return list(found)
+        # the rest in one get_many: a shared namespace's misses are one pool round trip
+        values = store.get_many([keys[i] for i in away], ns=ns)
+        out: list[HotLocation | Remote | None] = list(found)
+        for i, value in zip(away, values, strict=True):
+            if value is not None:
+                loc = self._locate(fks[i])
+                out[i] = REMOTE if loc is None else loc
         return out
 
     def _locate(self, fk: bytes) -> HotLocation | None:

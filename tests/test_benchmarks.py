@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import hiding
+from tests.redis_cluster import require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,6 +126,29 @@ def test_memory_benchmark_quick(tmp_path: Path) -> None:
     assert summary["memstore_in_process_10k_search_p50_ms"] > 0
     assert summary["memstore_grpc_10k_bulk_put_per_s"] > 0
     assert summary["numpy_brute_force_10k_bulk_put_per_s"] is None  # nothing to put: null, not NaN
+
+
+def test_pool_benchmark_quick(tmp_path: Path) -> None:
+    """A second server's reads from the pool return every value as put, and the pool holds bf16 KV
+    in fewer bytes than the raw values redis-py stores."""
+    require_redis()
+    out = tmp_path / "pool.json"
+    _bench("pool", "--quick", "--json", str(out))
+    doc = _strict(out.read_text())
+    summary = doc["summary"]
+    assert summary["wrong_values"] == 0 and all(r["wrong_values"] == 0 for r in doc["rows"])
+    assert [(r["size"], r["values_per_call"]) for r in doc["rows"]] == [
+        ("256KiB", 1),
+        ("1MiB", 1),
+        ("4MiB", 1),
+        ("1MiB", 32),
+    ]
+    assert summary["pool_saving_bf16"] > 1.3
+    assert summary["pool_fetch_vs_direct_32x1MiB"] == pytest.approx(
+        summary["pool_fetch_32x1MiB_GBps"] / summary["redis_direct_32x1MiB_GBps"]
+    )
+    assert summary["lookup_items_per_s"] > 0 and summary["publish_1MiB_GBps"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
 
 
 def test_the_shipped_trace_is_the_published_one() -> None:
