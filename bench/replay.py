@@ -27,9 +27,11 @@ from bench.replay_bounds import (
     future_accesses,
     request_classes,
 )
+from bench.replay_hosts import run_hosts
 from memstore.admission import AdmitAll, SeenTwice
 from memstore.policy import POLICIES, PrefixGreedyDual, make_policy
 from memstore.replay import Request, load_trace, replay
+from memstore.settings import DEFAULTS
 
 # The Mooncake FAST'25 conversation trace, shipped compressed (bench/traces/README.md says where from).
 DEFAULT_TRACE = Path(__file__).resolve().parent / "traces" / "mooncake_fast25_conversation_trace.jsonl.xz"
@@ -44,6 +46,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-tokens", type=int, default=512, help="tokens per hash id")
     p.add_argument("--capacity", default="0.01,0.05,0.1", help="cache sizes as fractions of distinct blocks")
     p.add_argument("--partial-blocks", action="store_true", help="cache partial last blocks too")
+    p.add_argument(
+        "--hosts",
+        type=int,
+        help="route the trace over this many hosts and compare them with and without a shared pool "
+        "(bench/replay_hosts.py)",
+    )
+    p.add_argument(
+        "--local-share",
+        type=float,
+        default=0.5,
+        help="with --hosts: the share of a host's bytes it keeps for itself when there is a pool",
+    )
+    p.add_argument(
+        "--policy", default=str(DEFAULTS["policy"]), help="with --hosts: each host's eviction policy"
+    )
     p.add_argument(
         "--requests",
         help="replay only these requests, START:END as a Python slice (for example :6015 and 6015: for "
@@ -72,6 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trace = trace[start:end]
     distinct = len({h for r in trace for h in r.hash_ids})
     cached = trace if args.partial_blocks else _full_blocks(trace, args.block_tokens)
+    if args.hosts is not None:
+        return run_hosts(args, cached, distinct)
     fractions = [float(x) for x in args.capacity.split(",")]
     policies = [*POLICIES, "opt"]
     rows: list[dict[str, Any]] = []

@@ -72,7 +72,7 @@ class ReplayResult:
         after its first miss the engine recomputes anyway, so the hit saves nothing."""
         self.block_hits += 1
         if leading:
-            self.prefix_tokens += _block_tokens(req, i, block_tokens)
+            self.prefix_tokens += block_span(req, i, block_tokens)
         else:
             self.hits_after_miss += 1
 
@@ -85,7 +85,7 @@ class ReplayResult:
         return self.prefix_tokens / max(self.total_tokens, 1)
 
 
-def _block_tokens(req: Request, i: int, block_tokens: int) -> int:
+def block_span(req: Request, i: int, block_tokens: int) -> int:
     """Tokens block ``i`` covers: a full block, or the rest of the prompt for the last one. A request
     whose partial last block was left out of the trace (see ``bench/replay.py``) keeps those tokens in
     its ``input_length``: they count as recomputed, never as a hit of the last full block."""
@@ -107,8 +107,7 @@ def replay(
     if policy_name == "opt" and make is None:
         return _replay_opt(trace, capacity, block_tokens)
     policy = make(capacity) if make is not None else make_policy(policy_name, capacity)
-    cached: set[int] = set()
-    cold: set[int] = set()
+    cache = BlockCache(policy, capacity, admission)
     cold_read: set[int] = set()
     res = ReplayResult(policy_name, capacity, 0, 0, 0, 0)
     for req in trace:
@@ -120,28 +119,51 @@ def replay(
             res.block_accesses += 1
             if admission is not None:
                 admission.seen(h)
-            if h in cached:
+            if h in cache:
                 res.count_hit(req, i, leading, block_tokens)
-                policy.access(h)
+                cache.access(h)
             else:
                 leading = False
-                if h in cold and h not in cold_read:
+                if h in cache.cold and h not in cold_read:
                     cold_read.add(h)
-                while len(cached) >= capacity:
-                    victim = policy.victim(in_use.__contains__, h)
-                    if victim is None:
-                        break
-                    policy.evict(victim)
-                    cached.discard(victim)
-                    if admission is not None and victim not in cold and admission.admit(victim):
-                        cold.add(victim)  # type: ignore[arg-type]
-                        res.cold_writes += 1
-                if len(cached) < capacity:
-                    cached.add(h)
-                    policy.insert(h, parent)
+                cache.insert(h, parent, in_use)
             parent = h
+    res.cold_writes = cache.cold_writes
     res.cold_writes_read = len(cold_read)
     return res
+
+
+class BlockCache:
+    """Block ids under an eviction policy, at most ``capacity`` of them: one host's cache in a replay.
+    With an admission policy, evicted blocks it admits are counted as written to cold (``cold``)."""
+
+    def __init__(self, policy: EvictionPolicy, capacity: int, admission: Admission | None = None) -> None:
+        self.policy, self.capacity, self.admission = policy, capacity, admission
+        self.cached: set[int] = set()
+        self.cold: set[int] = set()
+        self.cold_writes = 0
+
+    def __contains__(self, h: int) -> bool:
+        return h in self.cached
+
+    def access(self, h: int) -> None:
+        self.policy.access(h)
+
+    def insert(self, h: int, parent: int | None, in_use: set[int]) -> None:
+        """Cache h (extending ``parent``), evicting what the policy picks outside ``in_use``; nothing
+        is cached when every block is in use."""
+        while len(self.cached) >= self.capacity:
+            victim = self.policy.victim(in_use.__contains__, h)
+            if victim is None:
+                break
+            self.policy.evict(victim)
+            self.cached.discard(victim)
+            if self.admission is not None and victim not in self.cold and self.admission.admit(victim):
+                self.cold.add(victim)  # type: ignore[arg-type]
+                self.cold_writes += 1
+        if len(self.cached) < self.capacity:
+            self.cached.add(h)
+            self.policy.insert(h, parent)
 
 
 def _replay_opt(trace: list[Request], capacity: int, block_tokens: int) -> ReplayResult:

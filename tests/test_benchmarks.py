@@ -102,6 +102,50 @@ def test_replay_benchmark_writes_its_summary_and_plot(tmp_path: Path) -> None:
     assert doc["summary"]["requests"] == 300 and doc["config"]["requests"] == "300:"
 
 
+def test_a_conversation_stays_on_its_host_and_the_pool_serves_a_prefix_computed_elsewhere() -> None:
+    from bench.replay_hosts import LRUPool, replay_hosts, route
+    from memstore.policy import make_policy
+    from memstore.replay import BlockCache, Request
+
+    trace = [Request(0, 4 * 512, (1, 2, 3, 4)), Request(1, 2 * 512, (9,)), Request(2, 4 * 512, (1, 2, 3, 4))]
+    conv = [Request(i, 1024, (i % 3, 100 + i % 3)) for i in range(9)]  # 3 conversations, 3 turns each
+    hosts = route(conv, 2, "conversation")
+    assert hosts[:3] == [0, 1, 0] and hosts[3:6] == hosts[:3] and hosts[6:] == hosts[:3]
+    assert route(conv, 2, "random") == route(conv, 2, "random")  # seeded
+
+    def run(pool: LRUPool | None) -> dict[str, float]:
+        caches = [BlockCache(make_policy("lru", 8), 8) for _ in range(2)]
+        return replay_hosts(trace, [0, 1, 1], caches, pool, 512)
+
+    alone = run(None)  # host 1 never saw request 0's blocks: nothing to hit
+    assert alone == {"hit_ratio": 0.0, "local": 0.0, "pool": 0.0}
+    pooled = run(LRUPool(16))  # the third request finds all 4 blocks host 0 computed, in the pool
+    assert pooled["pool"] == pytest.approx(4 * 512 / (10 * 512)) and pooled["local"] == 0
+    small = run(LRUPool(1))  # a pool of one block keeps the last published (9): no leading hit
+    assert small["hit_ratio"] == 0.0
+
+
+def test_replay_over_hosts_writes_both_settings_at_the_same_bytes(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    _write_trace(trace, random.Random(3))
+    out = tmp_path / "hosts.json"
+    _bench("replay", "--trace", str(trace), "--hosts", "3", "--capacity", "0.1,0.3", "--json", str(out))
+    doc = _strict(out.read_text())
+    rows = doc["rows"]
+    assert {(r["routing"], r["setting"]) for r in rows} == {
+        (routing, setting) for routing in ("conversation", "random") for setting in ("no pool", "pool")
+    }
+    for r in rows:  # every setting has the fleet's bytes, no more
+        assert 3 * r["blocks_per_host"] + r["pool_blocks"] <= r["fleet_blocks"]
+        assert r["hit_ratio"] == pytest.approx(r["from_host"] + r["from_pool"])
+        if r["setting"] == "no pool":
+            assert r["pool_blocks"] == 0 and r["from_pool"] == 0
+    summary = doc["summary"]
+    assert summary["hosts"] == 3 and 0 <= summary["pool_random@0.3"] <= 1
+    assert any(r["from_pool"] > 0 for r in rows if r["routing"] == "random")
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
 def test_tiers_benchmark_quick_leaves_the_committed_results_alone(tmp_path: Path) -> None:
     committed = [ROOT / "bench" / "results" / f"tiers.{ext}" for ext in ("json", "png")]
     before = [p.read_bytes() if p.exists() else None for p in committed]
