@@ -158,7 +158,7 @@ def run_hosts(args: argparse.Namespace, trace: list[Request], distinct: int) -> 
     summary.update(
         hosts=n, local_share=share, policy=args.policy, requests=len(trace), distinct_blocks=distinct
     )
-    name = f"replay-hosts-{n}-" + Path(args.trace).name.split(".")[0]
+    name = f"replay-hosts-{n}-local-{share:g}-" + Path(args.trace).name.split(".")[0]
     path = write_result(
         name,
         rows,
