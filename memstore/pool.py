@@ -73,9 +73,9 @@ def parse_url(url: str) -> PoolAddress:
     )
 
 
-def connect(url: str, timeout: float, password_file: str | None = None) -> Any:
+def connect(url: str, timeout: float, password_file: str | None = None, ca: str | None = None) -> Any:
     """A redis-py client for the pool at ``url`` (``parse_url``); the password may come from
-    ``password_file`` instead of the URL."""
+    ``password_file`` instead of the URL; ``ca`` is the PEM bundle that signs a TLS pool's certificate."""
     import redis
     from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
@@ -93,6 +93,8 @@ def connect(url: str, timeout: float, password_file: str | None = None) -> Any:
         "socket_connect_timeout": timeout,
         "ssl": address.tls,
     }
+    if address.tls and ca:
+        common["ssl_ca_certs"] = ca
     if address.cluster:
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in address.nodes],  # type: ignore[no-untyped-call]

@@ -129,6 +129,18 @@ RUNTIME = re.escape(" (--debug shows the traceback)")
                 "memstore serve: --pool redis://nohostport: pool address 'nohostport' is not HOST:PORT"
             ),
         ),
+        (
+            ["--pool-password-file", "/etc/passwd"],
+            re.escape("memstore serve: --pool-password-file needs --pool (the pool's URL)"),
+        ),
+        (
+            ["--pool", "redis://127.0.0.1:6379", "--pool-ca", "/etc/passwd"],
+            re.escape("memstore serve: --pool-ca is for a TLS pool: rediss:// or rediss-cluster://"),
+        ),
+        (
+            ["--pool", "redis://127.0.0.1:6379", "--pool-password-file", "/no/such/file"],
+            re.escape("memstore serve: --pool-password-file /no/such/file: no such file"),
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_exit_2_and_creates_nothing(

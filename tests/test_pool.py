@@ -239,3 +239,85 @@ def test_a_primary_killed_under_load_costs_misses_never_wrong_bytes(tmp_path: Pa
                     break
                 time.sleep(0.5)
             assert got == list(values.values())  # the replica had every record: nothing lost, nothing wrong
+
+
+def test_a_tls_pool_with_a_password_from_a_file(tmp_path: Path) -> None:
+    """``rediss://`` to a redis-server that serves TLS only and wants a password: two servers given the
+    password in a file and the CA share records; one given a wrong password still serves its puts and
+    gets locally and counts errors."""
+    import shutil
+    import socket
+
+    from tests.redis_cluster import require_redis
+    from tests.test_tls import _certs
+
+    require_redis()
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    (tmp_path / "certs").mkdir()
+    certs = _certs(tmp_path / "certs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port", "0",
+            "--tls-port", str(port),
+            "--bind", "127.0.0.1",
+            "--tls-cert-file", certs["server.pem"],
+            "--tls-key-file", certs["server.key"],
+            "--tls-ca-cert-file", certs["ca.pem"],
+            "--tls-auth-clients", "no",
+            "--requirepass", "s3cret pass",
+            "--save", "",
+            "--dir", str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        (tmp_path / "password").write_text("s3cret pass\n")
+        (tmp_path / "wrong").write_text("guess\n")
+        url = f"rediss://127.0.0.1:{port}"
+        servers = []
+        for name, password in (("a", "password"), ("b", "password"), ("c", "wrong")):
+            (tmp_path / name).mkdir()
+            servers.append(
+                serve_command(
+                    tmp_path / name,
+                    *("--pool", url),
+                    *("--pool-password-file", str(tmp_path / password)),
+                    *("--pool-ca", certs["ca.pem"]),
+                )
+            )
+        (cmd_a, a), (cmd_b, b), (cmd_c, c) = servers
+        with (
+            served(cmd_a, a),
+            served(cmd_b, b),
+            served(cmd_c, c),
+            Client(a) as ca,
+            Client(b) as cb,
+            Client(c) as cc,
+        ):
+            for client in (ca, cb, cc):
+                client.create_namespace("kv", shared=True)
+            ca.put_many([(b"k%d" % i, b"v%d" % i * 1000) for i in range(20)], ns="kv")
+            deadline = time.monotonic() + 30
+            while ca.stats()["pool"]["published"] < 20:
+                assert time.monotonic() < deadline, ca.stats()["pool"]
+                time.sleep(0.05)
+            assert cb.get_many([b"k%d" % i for i in range(20)], ns="kv") == [
+                b"v%d" % i * 1000 for i in range(20)
+            ]
+            assert cb.stats()["pool"]["hits"] == 20
+            cc.put(b"mine", b"kept here", ns="kv")  # the pool refuses c: its calls still succeed
+            assert cc.get(b"k1", ns="kv") is None and cc.get(b"mine", ns="kv") == b"kept here"
+            deadline = time.monotonic() + 30
+            while cc.stats()["pool"]["errors"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert cc.stats()["pool"]["published"] == 0
+    finally:
+        redis.kill()
+        redis.wait()

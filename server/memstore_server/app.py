@@ -238,7 +238,15 @@ def _open_store(config: ServerConfig, quotas: dict[str, Quota] | None) -> Tiered
     if config.pool:
         from memstore.pool import Pool, connect
 
-        pool = Pool(lambda: connect(config.pool, timeout=POOL_TIMEOUT), ttl=config.pool_ttl)
+        pool = Pool(
+            lambda: connect(
+                config.pool,
+                timeout=POOL_TIMEOUT,
+                password_file=config.pool_password_file or None,
+                ca=config.pool_ca or None,
+            ),
+            ttl=config.pool_ttl,
+        )
     try:
         return _store_of(config, quotas, pool)
     except BaseException:

