@@ -148,7 +148,9 @@ class Pool:
         self._cond = threading.Condition()
         self._closed = False
         self._busy = False  # a batch taken off the queue is being written
-        self._down_until = 0.0
+        self._down_until = 0.0  # the whole pool is skipped until then (one server, or no connection)
+        self._node_down: dict[str | None, float] = {}  # a cluster node is skipped until then
+        self._refresh = False
         self.counts = {
             "published": 0,
             "publish_dropped": 0,
@@ -219,27 +221,24 @@ class Pool:
                     self._busy = False
 
     def _write(self, ops: list[tuple[bytes, Callable[[], bytes] | None, int]]) -> None:
-        written = 0
-        try:
-            pipe = self._connected().pipeline(transaction=False)
-        except self._errors as exc:
-            self._failed(exc)
-            return
         records = each(_made, [make for _, make, _ in ops])
-        for (key, make, _), record in zip(ops, records, strict=True):
-            if make is None:
+        # None: a removal; a value that could not be encoded is simply not shared
+        work = [(key, rec) for (key, make, _), rec in zip(ops, records, strict=True) if make is None or rec]
+        px = int(self.ttl * 1000)
+
+        def queue(pipe: Any, i: int) -> None:
+            key, record = work[i]
+            if record is None:
                 pipe.delete(key)
-            elif record is not None:  # None: the value could not be encoded, and simply is not shared
-                pipe.set(key, record, px=int(self.ttl * 1000))
-                written += len(record)
-        try:
-            pipe.execute()
-        except self._errors as exc:
-            self._failed(exc)
-            return
+            else:
+                pipe.set(key, record, px=px)
+
+        done = self._on_nodes([key for key, _ in work], queue)
+        sets = [(rec, ok is not None) for (_, rec), ok in zip(work, done, strict=True) if rec is not None]
         with self._cond:
-            self.counts["published"] += sum(record is not None for record in records)
-            self.counts["bytes_published"] += written
+            self.counts["published"] += sum(ok for _, ok in sets)
+            self.counts["bytes_published"] += sum(len(rec) for rec, ok in sets if ok)
+            self.counts["publish_dropped"] += sum(not ok for _, ok in sets)
 
     # ---- fetch -----------------------------------------------------------------------------------
 
@@ -259,26 +258,57 @@ class Pool:
         return [v == 1 for v in self._each("exists", fks)]
 
     def _each(self, command: str, fks: Sequence[bytes]) -> list[Any]:
-        """One pipelined ``command`` per key; None for every key while the pool is skipped or failing
-        (a node's failure is its keys' None, counted, and opens the breaker)."""
-        if not fks or self._clock() < self._down_until:
-            return [None] * len(fks)
+        """``command`` of every key, one pipelined round trip per node; None for the keys of a node
+        that is skipped or failing."""
+        keys = [self.key(fk) for fk in fks]
+        return self._on_nodes(keys, lambda pipe, i: getattr(pipe, command)(keys[i]))
+
+    def _on_nodes(self, keys: Sequence[bytes], queue: Callable[[Any, int], None]) -> list[Any]:
+        """``queue(pipeline, i)`` for every key i on the pipeline of the node serving it, then each
+        pipeline run (one round trip per node). The answers in key order; None for a key whose node is
+        skipped or fails: a failure is counted and skips that node for ``BACKOFF`` seconds, so the
+        other nodes' keys still hit while it is down or failing over."""
+        out: list[Any] = [None] * len(keys)
+        if not keys or self._clock() < self._down_until:
+            return out
         try:
-            client = self._connected()
-            if len(fks) == 1:  # one key: the command itself, without a pipeline's bookkeeping
-                found = [getattr(client, command)(self.key(fks[0]))]
-            else:
-                pipe = client.pipeline(transaction=False)
-                for fk in fks:
-                    getattr(pipe, command)(self.key(fk))
-                found = pipe.execute(raise_on_error=False)
+            groups = self._groups(self._connected(), keys)
         except self._errors as exc:
-            self._failed(exc)
-            return [None] * len(fks)
-        failed = [v for v in found if isinstance(v, BaseException)]
-        if failed:
-            self._failed(failed[0])
-        return [None if isinstance(v, BaseException) else v for v in found]
+            self._failed(None, exc)
+            return out
+        for name, (conn, indices) in groups.items():
+            if self._clock() < self._node_down.get(name, 0.0):
+                continue
+            try:
+                pipe = conn.pipeline(transaction=False)
+                for i in indices:
+                    queue(pipe, i)
+                found = pipe.execute(raise_on_error=False)
+            except self._errors as exc:
+                self._failed(name, exc)
+                continue
+            bad = next((v for v in found if isinstance(v, BaseException)), None)
+            if bad is not None:  # MOVED during a failover, or a node refusing the command
+                self._failed(name, bad)
+            for i, v in zip(indices, found, strict=True):
+                out[i] = None if isinstance(v, BaseException) else v
+        return out
+
+    def _groups(self, client: Any, keys: Sequence[bytes]) -> dict[str | None, tuple[Any, list[int]]]:
+        """The keys' indices by the node serving them, with that node's client (one server: itself)."""
+        if not hasattr(client, "get_node_from_key"):
+            return {None: (client, list(range(len(keys))))}
+        if self._refresh:  # a node failed: learn the slots again (a replica may have taken over)
+            self._refresh = False
+            client.nodes_manager.initialize()
+        groups: dict[str | None, tuple[Any, list[int]]] = {}
+        for i, key in enumerate(keys):
+            try:
+                node = client.get_node_from_key(key)
+            except self._errors:  # a slot no node serves now: a miss
+                continue
+            groups.setdefault(node.name, (client.get_redis_connection(node), []))[1].append(i)
+        return groups
 
     def corrupt(self, fk: bytes) -> None:
         """A fetched record failed its checks: counted, and removed from the pool."""
@@ -294,11 +324,17 @@ class Pool:
                 self._client = self._connector()
             return self._client
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, node: str | None, exc: BaseException) -> None:
+        """Counted; the node (or, for one server or no connection, the whole pool) skipped a while."""
         with self._cond:
             self.counts["errors"] += 1
-            self._down_until = self._clock() + BACKOFF
-        log.warning("pool unreachable, skipped for %.1fs: %s", BACKOFF, exc)
+            until = self._clock() + BACKOFF
+            if node is None:
+                self._down_until = until
+            else:
+                self._node_down[node] = until
+                self._refresh = True
+        log.warning("pool %s unreachable, skipped for %.1fs: %s", node or "", BACKOFF, exc)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 

@@ -241,6 +241,40 @@ def test_a_primary_killed_under_load_costs_misses_never_wrong_bytes(tmp_path: Pa
             assert got == list(values.values())  # the replica had every record: nothing lost, nothing wrong
 
 
+def test_a_dead_node_costs_only_its_own_keys(tmp_path: Path, cluster: Cluster) -> None:
+    """Three primaries, no replicas; one SIGKILLed: a batch still hits every key the two live nodes
+    serve, call after call, and misses (counted) the dead node's; puts still succeed and still reach the
+    live nodes."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    values = {b"k%d" % i: b"v%d" % i * 500 for i in range(90)}
+    with _store(tmp_path / "a", cluster) as a:
+        a.create_namespace("kv", shared=True)
+        a.put_many(list(values.items()), ns="kv")
+        assert a.pool is not None
+        a.pool.flush()
+        full_key = a._namespaces.named("kv").full_key
+    direct = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports])
+    node_of = {k: direct.get_node_from_key(Pool.key(full_key(k))).port for k in values}
+    direct.close()
+    victim = cluster.ports[0]
+    cluster.kill(victim)
+    live = [k for k in values if node_of[k] != victim]
+    assert 0 < len(live) < len(values)
+    for round_ in range(3):  # a fresh host each round: nothing local
+        with _store(tmp_path / f"b{round_}", cluster) as b:
+            b.create_namespace("kv", shared=True)
+            got = b.get_many(list(values), ns="kv")
+            assert [k for k, g in zip(values, got, strict=True) if g is not None] == live
+            assert all(g == values[k] for k, g in zip(values, got, strict=True) if g is not None)
+            assert b.stats()["pool"]["errors"] >= 1
+            if round_ == 2:  # puts succeed; those the live nodes serve reach the pool
+                b.put_many([(b"new-%d" % i, b"x" * 100) for i in range(30)], ns="kv")
+                assert b.pool is not None
+                b.pool.flush()
+                assert 0 < b.stats()["pool"]["published"] < 30
+
+
 def test_a_tls_pool_with_a_password_from_a_file(tmp_path: Path) -> None:
     """``rediss://`` to a redis-server that serves TLS only and wants a password: two servers given the
     password in a file and the CA share records; one given a wrong password still serves its puts and
