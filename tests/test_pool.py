@@ -241,6 +241,54 @@ def test_a_primary_killed_under_load_costs_misses_never_wrong_bytes(tmp_path: Pa
             assert got == list(values.values())  # the replica had every record: nothing lost, nothing wrong
 
 
+def test_two_tenants_on_two_servers_never_meet_in_the_pool(tmp_path: Path, cluster: Cluster) -> None:
+    """One tokens file, two servers on one pool: acme's shared records put through A are found by
+    acme through B and never by bolt, neither through the client (same namespace and key names) nor
+    with raw gRPC bytes naming acme's namespace."""
+    import grpc
+
+    from memstore.v1 import memstore_pb2 as pb
+    from memstore_server.auth import create_token
+
+    tokens = str(tmp_path / "tokens.jsonl")
+    acme, bolt = create_token(tokens, "acme", "write"), create_token(tokens, "bolt", "write")
+    admin = create_token(tokens, "ops", "admin")  # the pool's figures are the server's, not a tenant's
+    (cmd_a, a), (cmd_b, b) = (
+        serve_command(tmp_path / n, "--pool", cluster.url, "--auth-tokens", tokens) for n in ("a", "b")
+    )
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with (
+        served(cmd_a, a),
+        served(cmd_b, b),
+        Client(a, token=acme) as acme_a,
+        Client(b, token=acme) as acme_b,
+        Client(b, token=bolt) as bolt_b,
+        Client(a, token=admin) as admin_a,
+    ):
+        for c in (acme_a, acme_b, bolt_b):
+            c.create_namespace("kv", shared=True)
+        acme_a.put_many([(b"k%d" % i, b"acme's %d" % i) for i in range(10)], ns="kv")
+        deadline = time.monotonic() + 30
+        while admin_a.stats()["pool"]["published"] < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        keys = [b"k%d" % i for i in range(10)]
+        assert bolt_b.tiers(keys, ns="kv") == [None] * 10  # not even "pool"
+        assert bolt_b.get_many(keys, ns="kv") == [None] * 10
+        assert acme_b.tiers(keys, ns="kv") == ["pool"] * 10
+        with grpc.insecure_channel(b) as channel:
+            metadata = (("authorization", f"Bearer {bolt}"),)
+            for namespace in ("acme#kv", "acme!kv", "kv"):
+                raw = pb.KeysRequest(namespace=namespace, keys=keys).SerializeToString()
+                try:
+                    answer = channel.unary_unary("/memstore.v1.Store/Lookup")(raw, metadata=metadata)
+                except grpc.RpcError as exc:
+                    assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+                    continue
+                assert list(pb.LookupResponse.FromString(answer).tiers) == [pb.TIER_NONE] * 10
+        assert acme_b.get_many(keys, ns="kv") == [b"acme's %d" % i for i in range(10)]
+
+
 def test_a_dead_node_costs_only_its_own_keys(tmp_path: Path, cluster: Cluster) -> None:
     """Three primaries, no replicas; one SIGKILLed: a batch still hits every key the two live nodes
     serve, call after call, and misses (counted) the dead node's; puts still succeed and still reach the
