@@ -37,6 +37,30 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "pool-same-host-publish",
+        "pool: values put through the same-host path are published like any put",
+        "memstore/reservation.py",
+        "            if store.pool is not None:  # shared namespaces' values go to the pool, as put's do",
+        "            if False:",
+        ("tests/test_pool.py::test_kv_blocks_computed_on_one_server_are_found_by_another",),
+    ),
+    Mutant(
+        "pool-dead-node-breaks-all",
+        "pool: a failing cluster node costs only its own keys",
+        "memstore/pool.py",
+        "                self._failed(name, exc)\n                continue",
+        "                self._failed(None, exc)\n                continue",
+        ("tests/test_pool.py::test_a_dead_node_costs_only_its_own_keys",),
+    ),
+    Mutant(
+        "vllm-consumer-stores",
+        "vLLM: a kv_consumer loads and never stores",
+        "memstore/adapters/vllm.py",
+        "            if self.stores and done > first:",
+        "            if done > first:",
+        ("tests/test_vllm_connector.py::test_a_producer_only_stores_and_a_consumer_only_loads",),
+    ),
+    Mutant(
         "cold-compressed-checksum",
         "integrity: compressed cold records are checksummed before decoding",
         "memstore/readpath.py",
@@ -171,6 +195,9 @@ def run_mutant(m: Mutant, timeout: float = 900, *, apply: bool = True) -> tuple[
                 [tree, os.path.join(tree, "server"), os.environ.get("PYTHONPATH", "")]
             ),
         }
+        vllm = os.path.join(ROOT, ".venv-vllm", "bin", "python")  # the copy has no vLLM environment:
+        if "MEMSTORE_VLLM_PYTHON" not in env and os.path.exists(vllm):  # the checkout's runs the copy
+            env["MEMSTORE_VLLM_PYTHON"] = vllm  # (PYTHONPATH puts the mutant first there too)
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *m.tests]
         t0 = time.monotonic()
         try:
