@@ -26,6 +26,7 @@ import hashlib
 import mmap
 import os
 import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from memstore.tier import Tier
 
 # Linux's MADV_POPULATE_WRITE (5.14+): fault every page in now, not on a put's first write to it.
 # Python's mmap names it from 3.12 on; the value is the kernel's own.
-_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform.startswith("linux") else None)
 
 ARENA_MAGIC = b"MSARENA1"
 ARENA_VERSION = 1
@@ -122,7 +123,7 @@ class HotArena:
                 ) from None
             raise
         os.close(fd)
-        if prefault and hasattr(self.mm, "madvise"):
+        if prefault and _POPULATE_WRITE is not None and hasattr(self.mm, "madvise"):
             with contextlib.suppress(OSError):  # kernels before 5.14: pages fault in on first use
                 self.mm.madvise(_POPULATE_WRITE)
         self.view = memoryview(self.mm)
