@@ -307,7 +307,9 @@ class Pool:
                 node = client.get_node_from_key(key)
             except self._errors:  # a slot no node serves now: a miss
                 continue
-            groups.setdefault(node.name, (client.get_redis_connection(node), []))[1].append(i)
+            if node.name not in groups:
+                groups[node.name] = (client.get_redis_connection(node), [])
+            groups[node.name][1].append(i)
         return groups
 
     def corrupt(self, fk: bytes) -> None:
