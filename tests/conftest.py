@@ -68,6 +68,17 @@ def wait_serving(target: str, timeout: float = 60) -> float:
     raise TimeoutError(f"{target} did not answer health checks within {timeout}s")
 
 
+def wait_published(client: Any, count: int, timeout: float = 30) -> None:
+    """Wait until the server behind ``client`` has published ``count`` records to its pool (the
+    client's token must see the server's figures)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while client.stats()["pool"]["published"] < count:
+        assert time.monotonic() < deadline, client.stats()["pool"]
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Popen[Any]]:
     """``memstore serve`` started from ``cmd`` and answering health checks at ``target``; killed on the

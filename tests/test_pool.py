@@ -14,7 +14,7 @@ import pytest
 
 from memstore import Client, TieredStore
 from memstore.pool import Pool, connect
-from tests.conftest import MiB, serve_command, served
+from tests.conftest import MiB, serve_command, served, wait_published
 from tests.redis_cluster import Cluster, redis_cluster
 
 
@@ -136,10 +136,7 @@ def test_two_servers_share_one_cluster(tmp_path: Path, cluster: Cluster) -> None
             assert a.create_namespace("kv", shared=True)["shared"] is True
             b.create_namespace("kv", shared=True)
             a.put_many(list(values.items()), ns="kv")
-            deadline = time.monotonic() + 30
-            while a.stats()["pool"]["published"] < len(values):
-                assert time.monotonic() < deadline, a.stats()["pool"]
-                time.sleep(0.05)
+            wait_published(a, len(values))
             assert b.get_many(list(values), ns="kv") == list(values.values())
             pool = b.stats()["pool"]
             assert pool["hits"] == len(values) and pool["errors"] == 0
@@ -186,10 +183,7 @@ def test_kv_blocks_computed_on_one_server_are_found_by_another(
         Client(sock_b, local=local) as b,
     ):
         KVCache(a, ident).put_blocks(tokens, blocks)
-        deadline = time.monotonic() + 30
-        while a.stats()["pool"]["published"] < len(blocks):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_published(a, len(blocks))
         on_b = KVCache(b, ident)
         hit = on_b.lookup(tokens)
         assert hit.blocks == 10 and set(hit.tiers) <= {"pool", "hot"}  # lookahead may have run already
@@ -268,10 +262,7 @@ def test_two_tenants_on_two_servers_never_meet_in_the_pool(tmp_path: Path, clust
         for c in (acme_a, acme_b, bolt_b):
             c.create_namespace("kv", shared=True)
         acme_a.put_many([(b"k%d" % i, b"acme's %d" % i) for i in range(10)], ns="kv")
-        deadline = time.monotonic() + 30
-        while admin_a.stats()["pool"]["published"] < 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_published(admin_a, 10)
         keys = [b"k%d" % i for i in range(10)]
         assert bolt_b.tiers(keys, ns="kv") == [None] * 10  # not even "pool"
         assert bolt_b.get_many(keys, ns="kv") == [None] * 10
@@ -386,10 +377,7 @@ def test_a_tls_pool_with_a_password_from_a_file(tmp_path: Path) -> None:
             for client in (ca, cb, cc):
                 client.create_namespace("kv", shared=True)
             ca.put_many([(b"k%d" % i, b"v%d" % i * 1000) for i in range(20)], ns="kv")
-            deadline = time.monotonic() + 30
-            while ca.stats()["pool"]["published"] < 20:
-                assert time.monotonic() < deadline, ca.stats()["pool"]
-                time.sleep(0.05)
+            wait_published(ca, 20)
             assert cb.get_many([b"k%d" % i for i in range(20)], ns="kv") == [
                 b"v%d" % i * 1000 for i in range(20)
             ]

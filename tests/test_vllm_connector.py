@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from memstore import Client
-from tests.conftest import serve_command, served
+from tests.conftest import serve_command, served, wait_published
 from tests.redis_cluster import redis_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,9 +113,7 @@ def disaggregated(tmp_path_factory):  # type: ignore[no-untyped-def]
             producer = json.loads((work / "producer.json").read_text())
             stored = sum(e["blocks"] for e in producer["events"] if e["event"] == "store")
             with Client(a) as client:
-                deadline = time.monotonic() + 60
-                while client.stats()["pool"]["published"] < stored and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                wait_published(client, stored, timeout=60)
             _script(python, "disagg.py", "consumer", b, work / "model", work / "consumer.json")
             consumer = json.loads((work / "consumer.json").read_text())
             with Client(b) as client:
