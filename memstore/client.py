@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from memstore import client_core as core
+from memstore import dataplane_client as dpc
 from memstore.aio_client import AsyncClient
 from memstore.client_core import (
     MAX_MESSAGE_BYTES,
@@ -27,6 +28,7 @@ from memstore.client_core import (
     RemoteInvalidArgument,
     Unary,
 )
+from memstore.dataplane_client import DataPlane, DataPlaneUnavailable
 from memstore.local import LocalArena, writable_bytes
 
 __all__ = [
@@ -95,9 +97,13 @@ class Client(core.ClientBase):
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        data: str = "auto",
     ) -> None:
         """``local``: "auto" copies through the server's shared-memory arena when it is on this host and
         falls back to gRPC otherwise; "always" raises if the arena cannot be mapped; "never" uses gRPC only.
+        ``data``: values that do not go through the arena travel over the server's data plane ("auto",
+        falling back to gRPC where it cannot be reached; "always" raises instead; "tcp" as "auto" but
+        never over the unix socket, as from another host; "never": gRPC only).
         ``token``: a bearer token for servers started with ``--auth-tokens``. ``tls_ca`` (PEM path) turns
         on TLS; ``tls_cert``/``tls_key`` present a client certificate (mutual TLS).
         """
@@ -112,6 +118,12 @@ class Client(core.ClientBase):
             channel = grpc.intercept_channel(channel, _BearerToken(token))
         self._setup(channel, target, timeout, retries, backoff, local)
         self._arena_lock = threading.Lock()
+        if data not in dpc.MODES:
+            raise ValueError(f"data is one of {dpc.MODES}, not {data!r}")
+        self.data_mode = data
+        self._data: DataPlane | None = None
+        self._data_retry_at = 0.0
+        self._data_tls = (tls_ca, tls_cert, tls_key)
         from memstore.memory_client import MemoryClient
 
         self.memory = MemoryClient(self)
@@ -132,6 +144,47 @@ class Client(core.ClientBase):
             except RemoteError as exc:
                 answer = exc
             return self._arena_answer(answer)
+
+    @property
+    def data_plane(self) -> bool:
+        """Whether values travel over the server's data plane (negotiated on first use)."""
+        return self._data_plane() is not None
+
+    def _data_plane(self) -> DataPlane | None:
+        if self.data_mode == "never":
+            return None
+        with self._arena_lock:
+            if self._data is not None or time.monotonic() < self._data_retry_at:
+                return self._data
+            try:
+                self._run(core.open_data_call(), None)  # the server offers one (and the call may)
+            except RemoteError as exc:
+                if self.data_mode == "always":
+                    raise DataPlaneUnavailable(f"the data plane was required: {exc}") from exc
+                never = exc.code == grpc.StatusCode.UNIMPLEMENTED
+                self._data_retry_at = float("inf") if never else time.monotonic() + 5.0
+                return None
+            self._data = DataPlane(
+                lambda: self._run(core.open_data_call(), None),
+                dpc.target_host(self.target),
+                dpc.tls_context(*self._data_tls),
+                self.timeout,
+                unix=self.data_mode != "tcp",
+            )
+            return self._data
+
+    def _over_data(self, fn: Callable[[dpc.Connection], T], timeout: float | None) -> T | None:
+        """Run ``fn`` on a data-plane connection; None when the data plane cannot serve the call."""
+        plane = self._data_plane()
+        if plane is None:
+            return None
+        try:
+            return plane.call(fn, self.timeout if timeout is None else timeout)  # type: ignore[no-any-return]
+        except DataPlaneUnavailable:
+            if self.data_mode == "always":
+                raise
+            self.local_stats["data_fallbacks"] = self.local_stats.get("data_fallbacks", 0) + 1
+            return None
 
     def _call(self, fn: Callable[[float | None], T], timeout: float | None) -> T:
         timeout = self.timeout if timeout is None else timeout
@@ -190,6 +243,9 @@ class Client(core.ClientBase):
             stored = len(plan.items) - len(batch)  # what is left in batch had no room in the arena
             if not batch:
                 return stored
+        over_data = self._over_data(lambda conn: conn.put_many(ns, batch), timeout)
+        if over_data is not None:
+            return stored + over_data
         resp = self._call(lambda t: self._put(core.put_messages(ns, batch), timeout=t), timeout)
         return stored + core.put_stored(resp)
 
@@ -209,7 +265,7 @@ class Client(core.ClientBase):
         keys = list(keys)
         arena = self._local_arena() if promote else None
         if arena is None:
-            return self._grpc_get_many(keys, ns, promote, timeout)
+            return self._remote_get_many(keys, ns, promote, timeout)
         return self._local_read(arena, keys, None, ns, timeout)
 
     def get_into(
@@ -226,6 +282,9 @@ class Client(core.ClientBase):
         arena = self._local_arena()
         if arena is not None:
             return self._local_read(arena, keys, views, ns, timeout)
+        sizes = self._over_data(lambda conn: conn.get_many(ns, keys, True, views), timeout)
+        if sizes is not None:
+            return sizes
         values = self._grpc_get_many(keys, ns, True, timeout)
         return [None if v is None else core.copy_into(v, out) for v, out in zip(values, views, strict=True)]
 
@@ -242,8 +301,12 @@ class Client(core.ClientBase):
             self._run(op, timeout)
         rest = read.leftovers()
         if rest:
-            read.fill(rest, self._grpc_get_many([keys[i] for i in rest], ns, True, timeout))
+            read.fill(rest, self._remote_get_many([keys[i] for i in rest], ns, True, timeout))
         return read.values
+
+    def _remote_get_many(self, keys: list[bytes], ns: str, promote: bool, timeout: float | None) -> list[Any]:
+        values = self._over_data(lambda conn: conn.get_many(ns, keys, promote, None), timeout)
+        return values if values is not None else self._grpc_get_many(keys, ns, promote, timeout)
 
     def _grpc_get_many(self, keys: list[bytes], ns: str, promote: bool, timeout: float | None) -> list[Any]:
         req = core.get_request(keys, ns, promote)
@@ -315,6 +378,8 @@ class Client(core.ClientBase):
 
     def close(self) -> None:
         self._close_arena()
+        if self._data is not None:
+            self._data.close()
         self._channel.close()
 
     def __enter__(self) -> Client:

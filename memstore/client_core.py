@@ -407,6 +407,7 @@ _METHODS = {  # RPC name -> (attribute, cardinality)
     "LocalGet": ("_local_get", "unary_unary"),
     "LocalPutBegin": ("_local_put_begin", "unary_unary"),
     "LocalPutCommit": ("_local_put_commit", "unary_unary"),
+    "OpenData": ("_open_data", "unary_unary"),
 }
 
 
@@ -429,6 +430,7 @@ class ClientBase:
     _local_get: Any
     _local_put_begin: Any
     _local_put_commit: Any
+    _open_data: Any
 
     def _setup(
         self, channel: Any, target: str, timeout: float | None, retries: int, backoff: float, local: str
@@ -540,6 +542,10 @@ def stats_call() -> Unary[dict[str, Any]]:
 
 def open_local_call() -> Unary[bytes]:
     return Unary("_open_local", pb.OpenLocalRequest().SerializeToString(), lambda raw: raw)
+
+
+def open_data_call() -> Unary[pb.OpenDataResponse]:
+    return Unary("_open_data", pb.OpenDataRequest().SerializeToString(), pb.OpenDataResponse.FromString)
 
 
 def get_request(keys: list[bytes], ns: str, promote: bool) -> bytes:

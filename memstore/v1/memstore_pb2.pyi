@@ -622,3 +622,91 @@ class KVDependencyRequest(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[MemoryKey]
     versions: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, kv_namespace: _Optional[str] = ..., kv_keys: _Optional[_Iterable[bytes]] = ..., records: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class OpenDataRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenDataResponse(_message.Message):
+    __slots__ = ("ticket", "ticket_ttl_ms", "tcp_port", "tcp_host", "tls", "unix_path", "boot_id", "max_frame_data", "max_frame_meta", "max_value")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    TICKET_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    TCP_PORT_FIELD_NUMBER: _ClassVar[int]
+    TCP_HOST_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    UNIX_PATH_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_DATA_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_META_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    ticket_ttl_ms: int
+    tcp_port: int
+    tcp_host: str
+    tls: bool
+    unix_path: str
+    boot_id: str
+    max_frame_data: int
+    max_frame_meta: int
+    max_value: int
+    def __init__(self, ticket: _Optional[bytes] = ..., ticket_ttl_ms: _Optional[int] = ..., tcp_port: _Optional[int] = ..., tcp_host: _Optional[str] = ..., tls: _Optional[bool] = ..., unix_path: _Optional[str] = ..., boot_id: _Optional[str] = ..., max_frame_data: _Optional[int] = ..., max_frame_meta: _Optional[int] = ..., max_value: _Optional[int] = ...) -> None: ...
+
+class DataHello(_message.Message):
+    __slots__ = ("ticket",)
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    def __init__(self, ticket: _Optional[bytes] = ...) -> None: ...
+
+class DataGet(_message.Message):
+    __slots__ = ("namespace", "keys", "no_promote")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NO_PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    no_promote: bool
+    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., no_promote: _Optional[bool] = ...) -> None: ...
+
+class DataPutItem(_message.Message):
+    __slots__ = ("key", "size", "array", "parent")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    size: int
+    array: ArrayInfo
+    parent: bytes
+    def __init__(self, key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., parent: _Optional[bytes] = ...) -> None: ...
+
+class DataPut(_message.Message):
+    __slots__ = ("namespace", "items")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    items: _containers.RepeatedCompositeFieldContainer[DataPutItem]
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[DataPutItem, _Mapping]]] = ...) -> None: ...
+
+class DataItem(_message.Message):
+    __slots__ = ("found", "size", "array", "deferred")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARRAY_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    size: int
+    array: ArrayInfo
+    deferred: bool
+    def __init__(self, found: _Optional[bool] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., deferred: _Optional[bool] = ...) -> None: ...
+
+class DataResult(_message.Message):
+    __slots__ = ("code", "message", "items", "stored")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    items: _containers.RepeatedCompositeFieldContainer[DataItem]
+    stored: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., items: _Optional[_Iterable[_Union[DataItem, _Mapping]]] = ..., stored: _Optional[int] = ...) -> None: ...

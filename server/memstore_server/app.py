@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from concurrent import futures
@@ -34,8 +35,10 @@ from memstore_server.config import (
     check_config,
     format_size,
     human_size,
+    parse_listen,
     parse_size,
 )
+from memstore_server.dataplane import DataPlane
 from memstore_server.limits import bulk_streams_for
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
@@ -58,6 +61,7 @@ class RunningServer:
     service: StoreService
     health: health.HealthServicer
     memory: MemoryService
+    dataplane: DataPlane | None = None
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish within ``grace`` seconds.
@@ -75,6 +79,8 @@ class RunningServer:
             ):
                 break
             time.sleep(0.01)
+        if self.dataplane is not None:
+            self.dataplane.close()
         self.server.stop(max(0.0, grace - (time.monotonic() - start))).wait()
         self.memory.close()
         self.service.limits.close()
@@ -91,8 +97,14 @@ def create_server(
     embed_text: bool = False,
     tls: tuple[str, str, str | None] | None = None,
     limits: Limits | None = None,
+    data_listen: str = "auto",
+    data_connections: int = 64,
+    data_idle: float = 300.0,
 ) -> RunningServer:
-    """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port."""
+    """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port.
+
+    ``data_listen``: the data plane's TCP address (HOST:PORT), "auto" for a free port on the gRPC host
+    (with a unix socket for clients on this host), or "off"."""
     mutual_tls = tls is not None and tls[2] is not None
     interceptors = []
     if auth_tokens or mutual_tls:
@@ -144,10 +156,50 @@ def create_server(
         port = server.add_insecure_port(listen)
     if port == 0 and not listen.startswith("unix:"):
         raise OSError(f"could not listen on {listen}")
-    server.start()
+    dataplane = None
+    if data_listen != "off":
+        dataplane = DataPlane(
+            service,
+            tcp=data_address(data_listen, listen),
+            tls=tls_context(tls),
+            max_connections=data_connections,
+            connection_idle=data_idle,
+        )
+        service.dataplane = dataplane
+    try:
+        server.start()
+    except BaseException:
+        if dataplane is not None:
+            dataplane.close()
+        raise
     for name in ("", SERVICE, MEMORY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer, memory)
+    return RunningServer(server, port, service, health_servicer, memory, dataplane)
+
+
+def data_address(data_listen: str, listen: str) -> tuple[str, int]:
+    """The data plane's TCP address: ``data_listen``, or for "auto" a free port on the gRPC host."""
+    if data_listen != "auto":
+        address = parse_listen(data_listen, "--data-listen")
+        if address.path:
+            raise ConfigError(f"--data-listen {data_listen}: HOST:PORT (the unix socket is made by itself)")
+        return address.host, address.port
+    if listen.startswith("unix:"):
+        return "127.0.0.1", 0
+    return parse_listen(listen).host, 0
+
+
+def tls_context(tls: tuple[str, str, str | None] | None) -> ssl.SSLContext | None:
+    """The data plane's TLS, from the same certificate, key and client CA as gRPC's."""
+    if tls is None:
+        return None
+    cert, key, client_ca = tls
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 class ServeError(RuntimeError):
@@ -160,6 +212,9 @@ def serve(config: ServerConfig) -> int:
     Every setting is checked, and the address probed, before anything is created on disk."""
     address = check_config(config)
     probe_listen(address, config.origin("listen"), config.listen)
+    if config.data_listen not in ("auto", "off"):
+        data = parse_listen(config.data_listen, config.origin("data_listen"))
+        probe_listen(data, config.origin("data_listen"), config.data_listen)
     if (
         not config.auth_tokens
         and not config.tls_client_ca
@@ -199,6 +254,9 @@ def serve(config: ServerConfig) -> int:
                 stream_idle=config.stream_idle_timeout,
             ),
             tls=(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None,
+            data_listen=config.data_listen,
+            data_connections=config.data_connections,
+            data_idle=config.data_idle_timeout,
         )
     except BaseException:
         store.close()

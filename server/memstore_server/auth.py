@@ -63,7 +63,14 @@ NEEDS: dict[str, str] = {
     "LocalGet": "admin",
     "LocalPutBegin": "admin",
     "LocalPutCommit": "admin",
+    # A data-plane ticket carries the caller's own role: each frame is checked as its RPC would be.
+    "OpenData": "read",
 }
+
+
+def current_principal() -> tuple[Principal, Callable[[], bool]]:
+    """Who the running call acts as, and its credential check: what a data-plane ticket stands for."""
+    return _principal.get(), _valid.get()
 
 
 def current_tenant() -> str:
@@ -98,6 +105,14 @@ class Principal:
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
+
+
+# Without authentication every caller is the default tenant's admin.
+_NO_AUTH = Principal(DEFAULT_TENANT, "admin")
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "memstore_principal",
+    default=_NO_AUTH,
+)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -342,7 +357,7 @@ def _as(
             if ROLES[principal.role] < ROLES[need]:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, f"this method needs the {need} role")
             valid = still_valid or (lambda: True)
-            with _acting_as(principal, valid):
+            with acting_as(principal, valid):
                 result = behaviour(request, context)
             if handler.response_streaming:  # a generator runs after we return: carry the principal in
                 return _tenant_stream(result, principal, valid)
@@ -358,21 +373,22 @@ def _caller_of(principal: Principal) -> str:
 
 
 @contextlib.contextmanager
-def _acting_as(principal: Principal, valid: Callable[[], bool]) -> Iterator[None]:
+def acting_as(principal: Principal, valid: Callable[[], bool]) -> Iterator[None]:
     """The call's tenant, identity, role and credential check, for the code that serves it."""
     tokens = (
         _tenant.set(principal.tenant),
         _caller.set(_caller_of(principal)),
         _role.set(principal.role),
         _valid.set(valid),
+        _principal.set(principal),
     )
     try:
         yield
     finally:
-        for var, token in zip((_tenant, _caller, _role, _valid), tokens, strict=True):
+        for var, token in zip((_tenant, _caller, _role, _valid, _principal), tokens, strict=True):
             var.reset(token)  # type: ignore[attr-defined]
 
 
 def _tenant_stream(gen: Any, principal: Principal, valid: Callable[[], bool]) -> Any:
-    with _acting_as(principal, valid):
+    with acting_as(principal, valid):
         yield from gen

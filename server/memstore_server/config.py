@@ -107,6 +107,25 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
         30.0,
         "seconds a Put or Get stream may move no message before it is cancelled",
     ),
+    (
+        "data_listen",
+        "str",
+        "auto",
+        "data plane for values beside gRPC: HOST:PORT, auto (a free port on the --listen host, and a "
+        "unix socket for clients on this host) or off",
+    ),
+    (
+        "data_connections",
+        "int",
+        64,
+        "data-plane connections open at once; more are refused with RESOURCE_EXHAUSTED",
+    ),
+    (
+        "data_idle_timeout",
+        "float",
+        300.0,
+        "seconds a data-plane connection may send no frame before it is closed",
+    ),
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
     ("quotas", "str", "", "JSON file of per-tenant quotas: bytes per tier, records, reserved shares"),
@@ -147,6 +166,9 @@ class ServerConfig:
     max_call_bytes: int = 256 << 20
     max_inflight_bytes: int = 1 << 30
     stream_idle_timeout: float = 30.0
+    data_listen: str = "auto"
+    data_connections: int = 64
+    data_idle_timeout: float = 300.0
     log_level: str = "INFO"
     auth_tokens: str = ""
     quotas: str = ""
@@ -280,11 +302,24 @@ def check_config(config: ServerConfig) -> Address:
     """Every check that needs no store: values in range, files that exist, packages installed.
     Returns the parsed listen address. Raises ``ConfigError`` naming the setting to change."""
     address = parse_listen(config.listen, config.origin("listen"))
-    at_least = {"workers": 1, "max_concurrent_rpcs": 1, "max_call_bytes": 1, "max_inflight_bytes": 1}
+    at_least = {
+        "workers": 1,
+        "max_concurrent_rpcs": 1,
+        "max_call_bytes": 1,
+        "max_inflight_bytes": 1,
+        "data_connections": 1,
+    }
     for name, low in at_least.items():
         if getattr(config, name) < low:
             raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be at least {low}")
-    for name in ("grace", "stream_idle_timeout", "pool_ttl"):
+    if config.data_listen not in ("auto", "off"):
+        data = parse_listen(config.data_listen, config.origin("data_listen"))
+        if data.path:
+            raise ConfigError(
+                f"{config.origin('data_listen')} {config.data_listen}: HOST:PORT, auto or off (the data "
+                "plane makes its unix socket itself)"
+            )
+    for name in ("grace", "stream_idle_timeout", "pool_ttl", "data_idle_timeout"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"{config.origin(name)} {getattr(config, name)}: must be more than 0 seconds")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -33,12 +33,16 @@ from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
 from memstore_server.auth import (
     credential_still_valid,
     current_caller,
+    current_principal,
     current_role,
     current_tenant,
     tenant_namespace,
 )
 from memstore_server.errors import Abort, status_for
 from memstore_server.limits import ByteBudget, CallBytes, Progress, StreamSlots, Watchdog
+
+if TYPE_CHECKING:
+    from memstore_server.dataplane import DataPlane
 
 log = logging.getLogger("memstore.server")
 M = TypeVar("M", bound=Message)
@@ -206,6 +210,7 @@ class StoreService(Servicer):
         self.max_value_bytes = max_value_bytes
         self.limits = limits or Limits()
         self._defaults: set[str] = set()
+        self.dataplane: DataPlane | None = None  # set when the server runs one
 
     def _ns(self, name: str) -> str:
         """The store namespace of the caller's tenant for a requested name; every tenant has a default."""
@@ -472,6 +477,15 @@ class StoreService(Servicer):
             self.store.local.commit_puts(list(req.commit), list(req.checksums), owner=current_caller())
         return pb.LocalPutCommitResponse(committed=len(req.commit)).SerializeToString()
 
+    @handler
+    def open_data(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        parse(pb.OpenDataRequest, raw)
+        if self.dataplane is None:
+            raise Abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this server runs without a data plane (--data-listen off)"
+            )
+        return self.dataplane.answer(*current_principal()).SerializeToString()
+
     def generic_handler(self) -> grpc.GenericRpcHandler:
         h = grpc
         return h.method_handlers_generic_handler(
@@ -491,6 +505,7 @@ class StoreService(Servicer):
                 "LocalGet": h.unary_unary_rpc_method_handler(self.local_get),
                 "LocalPutBegin": h.unary_unary_rpc_method_handler(self.local_put_begin),
                 "LocalPutCommit": h.unary_unary_rpc_method_handler(self.local_put_commit),
+                "OpenData": h.unary_unary_rpc_method_handler(self.open_data),
             },
         )
 
