@@ -29,7 +29,7 @@ from memstore.transport import discard, recv_into_exact, send_parts, unix_buffer
 from memstore.v1 import memstore_pb2 as pb
 
 KEYS_PER_FRAME = 8
-IDLE_CONNECTIONS = 4
+IDLE_CONNECTIONS = 16  # kept open for reuse; threads beyond this open and close their own
 
 
 class DataPlaneUnavailable(MemstoreError):
