@@ -1,10 +1,12 @@
 """The service next to Redis, in one run: GB/s and ops/s for put and get over TCP and a unix socket.
 
 Both servers run in their own process on this machine; clients are threads of this process (one
-connection each): memstore through ``memstore.Client(local="never")`` (gRPC only: the shared-memory
-path is the transport benchmark's), values as raw bytes in about 1 MiB messages; Redis through redis-py
-with hiredis. Small lookups compare ``get_many`` of 100 keys
-with ``MGET`` of 100 keys.
+connection each). memstore is measured twice, with the shared-memory path off (that is the transport
+benchmark's): over its data plane (``Client(local="never", data="tcp")`` when the server is reached over
+TCP, as from another host; ``data="auto"``, its unix socket, when the server is on a unix socket), and
+over gRPC alone (``data="never"``). Redis is redis-py with hiredis, on TCP or its unix socket. Batches
+compare ``get_many`` of 32 values of 1 MiB with ``MGET`` of 32, and of 100 values of 100 B with ``MGET``
+of 100.
 """
 
 from __future__ import annotations
@@ -57,9 +59,16 @@ def _threaded(
 
 
 def _memstore_case(
-    target: str, op: str, size: int, threads: int, payloads: list[bytes], seconds: float, rounds: int
+    target: str,
+    op: str,
+    size: int,
+    threads: int,
+    payloads: list[bytes],
+    seconds: float,
+    rounds: int,
+    data: str,
 ) -> list[float]:
-    clients = [Client(target, local="never") for _ in range(threads)]
+    clients = [Client(target, local="never", data=data) for _ in range(threads)]
 
     def setup(t: int) -> Callable[[], int]:
         c = clients[t]
@@ -116,47 +125,60 @@ def _redis_case(
     return _threaded(threads, setup, seconds, rounds)
 
 
-def _small_batches(
-    target: str, redis: RedisServer, unix: bool, seconds: float, rounds: int
+def _batches(
+    target: str, redis: RedisServer, unix: bool, data: str, seconds: float, rounds: int
 ) -> dict[str, float]:
+    """Items/s for 100 values of 100 B per call, and GB/s for 32 values of 1 MiB per call."""
+    rng = np.random.default_rng(1)
     keys = [b"small-%d" % i for i in range(1000)]
     values = [bytes([i % 251]) * 100 for i in range(1000)]
+    big_keys = [b"big-%d" % i for i in range(32)]
+    big = [rng.bytes(MiB) for _ in big_keys]
+    state = {"i": 0}
     out: dict[str, float] = {}
-    with Client(target, local="never") as c:
-        c.put_many(list(zip(keys, values, strict=True)))
-        state = {"i": 0}
 
-        def mem_get() -> int:
+    def sliding(get: Callable[[list[bytes]], list[Any]]) -> Callable[[int], Callable[[], int]]:
+        def op() -> int:
             i = state["i"] = (state["i"] + 100) % 1000
-            got = c.get_many(keys[i : i + 100])
-            assert got[0] == values[i]
+            if get(keys[i : i + 100])[0] != values[i]:
+                raise AssertionError("wrong value")
             return 100
 
-        out["memstore_get_many"] = median(_threaded(1, lambda _t: mem_get, seconds, rounds))
+        return lambda _t: op
+
+    def batch(get: Callable[[list[bytes]], list[Any]]) -> Callable[[int], Callable[[], int]]:
+        def op() -> int:
+            got = get(big_keys)
+            if got[7] != big[7]:
+                raise AssertionError("wrong value")
+            return 32 * MiB
+
+        return lambda _t: op
+
+    with Client(target, local="never", data=data) as c:
+        c.put_many(list(zip(keys, values, strict=True)))
+        c.put_many(list(zip(big_keys, big, strict=True)))
+        out["memstore_get_many_small"] = median(_threaded(1, sliding(c.get_many), seconds, rounds))
 
         def mem_put() -> int:
             i = state["i"] = (state["i"] + 100) % 1000
             c.put_many(list(zip(keys[i : i + 100], values[i : i + 100], strict=True)))
             return 100
 
-        out["memstore_put_many"] = median(_threaded(1, lambda _t: mem_put, seconds, rounds))
+        out["memstore_put_many_small"] = median(_threaded(1, lambda _t: mem_put, seconds, rounds))
+        out["memstore_get_many_32x1MiB"] = median(_threaded(1, batch(c.get_many), seconds, rounds))
     r = redis.client(unix)
     r.mset(dict(zip(keys, values, strict=True)))
-
-    def redis_get() -> int:
-        i = state["i"] = (state["i"] + 100) % 1000
-        got = r.mget(keys[i : i + 100])
-        assert got[0] == values[i]
-        return 100
-
-    out["redis_mget"] = median(_threaded(1, lambda _t: redis_get, seconds, rounds))
+    r.mset(dict(zip(big_keys, big, strict=True)))
+    out["redis_mget_small"] = median(_threaded(1, sliding(r.mget), seconds, rounds))
 
     def redis_put() -> int:
         i = state["i"] = (state["i"] + 100) % 1000
         r.mset(dict(zip(keys[i : i + 100], values[i : i + 100], strict=True)))
         return 100
 
-    out["redis_mset"] = median(_threaded(1, lambda _t: redis_put, seconds, rounds))
+    out["redis_mset_small"] = median(_threaded(1, lambda _t: redis_put, seconds, rounds))
+    out["redis_mget_32x1MiB"] = median(_threaded(1, batch(r.mget), seconds, rounds))
     return out
 
 
@@ -165,17 +187,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = 0.25 if args.quick else 0.5
     rounds = 3 if args.quick else 5
     thread_counts = [1, 4]
+    sizes = [MiB] if args.quick else SIZES
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
-    small: dict[str, dict[str, float]] = {}
+    batches: dict[str, dict[str, dict[str, float]]] = {}
     with RedisServer() as redis:
         for transport in ("tcp", "unix"):
             unix = transport == "unix"
+            data = "auto" if unix else "tcp"  # over TCP, the data plane as a client on another host uses it
+            batches[transport] = {}
             with MemstoreServer(unix=unix) as mem:
-                cases = [(s, op, th) for s in SIZES for op in ("put", "get") for th in thread_counts]
+                cases = [(s, op, th) for s in sizes for op in ("put", "get") for th in thread_counts]
                 for size, op, threads in tqdm(cases, desc=f"service {transport}", unit="case"):
                     payloads = [rng.bytes(size) for _ in range(KEYS_PER_THREAD)]
-                    m = median(_memstore_case(mem.target, op, size, threads, payloads, seconds, rounds))
+                    fig = {
+                        name: median(
+                            _memstore_case(mem.target, op, size, threads, payloads, seconds, rounds, mode)
+                        )
+                        for name, mode in (("data", data), ("grpc", "never"))
+                    }
                     r = median(_redis_case(redis, unix, op, size, threads, payloads, seconds, rounds))
                     rows.append(
                         {
@@ -184,32 +214,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "size_bytes": size,
                             "op": op,
                             "threads": threads,
-                            "memstore_GBps": m / 1e9,
+                            "data_plane_GBps": fig["data"] / 1e9,
+                            "grpc_GBps": fig["grpc"] / 1e9,
                             "redis_GBps": r / 1e9,
-                            "memstore_ops": m / size,
-                            "redis_ops": r / size,
-                            "ratio": m / r,
+                            "data_plane_vs_redis": fig["data"] / r,
+                            "grpc_vs_redis": fig["grpc"] / r,
                         }
                     )
-                small[transport] = _small_batches(mem.target, redis, unix, seconds, rounds)
-    print_table(
+                for name, mode in (("data_plane", data), ("grpc", "never")):
+                    batches[transport][name] = _batches(mem.target, redis, unix, mode, seconds, rounds)
+    columns = ["transport", "size", "op", "threads", "data_plane_GBps", "grpc_GBps", "redis_GBps"]
+    print_table(rows, [*columns, "data_plane_vs_redis", "grpc_vs_redis"])
+    print("\nbatches, one call each: 100 values of 100 B (items/s), 32 values of 1 MiB (GB/s)")
+    for transport, by_path in batches.items():
+        for path, figs in by_path.items():
+            mget, big, big_mget = (
+                figs["redis_mget_small"],
+                figs["memstore_get_many_32x1MiB"] / 1e9,
+                figs["redis_mget_32x1MiB"] / 1e9,
+            )
+            print(
+                f"  {transport} {path}: get {figs['memstore_get_many_small']:,.0f} items/s (MGET "
+                f"{mget:,.0f}), put {figs['memstore_put_many_small']:,.0f} items/s "
+                f"(MSET {figs['redis_mset_small']:,.0f}), 32 x 1 MiB {big:.2f} GB/s (MGET {big_mget:.2f})"
+            )
+    summary = _summary(rows, batches)
+    path = write_result(
+        "service",
         rows,
-        [
-            "transport",
-            "size",
-            "op",
-            "threads",
-            "memstore_GBps",
-            "redis_GBps",
-            "memstore_ops",
-            "redis_ops",
-            "ratio",
-        ],
+        summary,
+        args=args,
+        config={"quick": args.quick, "seconds_per_round": seconds, "rounds": rounds, "sizes": sizes},
     )
-    print("\nbatched 100-byte values, 100 per call (items/s):")
-    for transport, figs in small.items():
-        print(f"  {transport}: " + ", ".join(f"{k}={v:,.0f}" for k, v in figs.items()))
+    _plot(rows, path.with_suffix(".png"), sizes)
+    print(
+        f"\nover TCP, one thread, 1 MiB: get {summary['remote_get_1MiB_GBps']:.2f} GB/s against Redis "
+        f"{summary['redis_get_1MiB_GBps']:.2f} ({summary['remote_vs_redis_get_1MiB']:.2f}x), put "
+        f"{summary['remote_put_1MiB_GBps']:.2f} against {summary['redis_put_1MiB_GBps']:.2f} "
+        f"({summary['remote_vs_redis_put_1MiB']:.2f}x); 32 x 1 MiB "
+        f"{summary['remote_vs_redis_mget_32x1MiB']:.2f}x MGET; 100 x 100 B "
+        f"{summary['remote_vs_redis_mget_small']:.2f}x MGET"
+    )
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return summary
 
+
+def _summary(rows: list[dict[str, Any]], batches: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """The figures by name: ``remote_*`` is the data plane over TCP, ``grpc_*`` gRPC alone."""
     summary: dict[str, Any] = {}
     for r in rows:
         tag = (
@@ -217,34 +268,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             + ("" if r["threads"] == 1 else f"_{r['threads']}t")
             + ("" if r["transport"] == "tcp" else "_unix")
         )
-        summary[f"grpc_{tag}_GBps"] = r["memstore_GBps"]
+        summary[f"remote_{tag}_GBps"] = r["data_plane_GBps"]
+        summary[f"grpc_{tag}_GBps"] = r["grpc_GBps"]
         summary[f"redis_{tag}_GBps"] = r["redis_GBps"]
-        summary[f"grpc_vs_redis_{tag}"] = r["ratio"]
-    for transport, figs in small.items():
+        summary[f"remote_vs_redis_{tag}"] = r["data_plane_vs_redis"]
+        summary[f"grpc_vs_redis_{tag}"] = r["grpc_vs_redis"]
+    for transport, by_path in batches.items():
         sfx = "" if transport == "tcp" else "_unix"
-        summary[f"grpc_get_many_100x100B_items_per_s{sfx}"] = figs["memstore_get_many"]
-        summary[f"redis_mget_100x100B_items_per_s{sfx}"] = figs["redis_mget"]
-        summary[f"grpc_vs_redis_get_many_100x100B{sfx}"] = figs["memstore_get_many"] / figs["redis_mget"]
-        summary[f"grpc_put_many_100x100B_items_per_s{sfx}"] = figs["memstore_put_many"]
-        summary[f"redis_mset_100x100B_items_per_s{sfx}"] = figs["redis_mset"]
-    summary["targets"] = {"grpc_vs_redis_get_1MiB >= 1.0": summary["grpc_vs_redis_get_1MiB"] >= 1.0}
-    path = write_result(
-        "service",
-        rows,
-        summary,
-        args=args,
-        config={"quick": args.quick, "seconds_per_round": seconds, "rounds": rounds},
-    )
-    _plot(rows, path.with_suffix(".png"))
-    print(
-        f"\nget 1MiB over TCP: memstore {summary['grpc_get_1MiB_GBps']:.2f} GB/s, "
-        f"redis {summary['redis_get_1MiB_GBps']:.2f} GB/s, ratio {summary['grpc_vs_redis_get_1MiB']:.2f}"
-    )
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+        for path, figs in by_path.items():
+            name = "remote" if path == "data_plane" else "grpc"
+            summary[f"{name}_get_many_32x1MiB_GBps{sfx}"] = figs["memstore_get_many_32x1MiB"] / 1e9
+            summary[f"{name}_small_get_items_per_s{sfx}"] = figs["memstore_get_many_small"]
+            summary[f"{name}_small_put_items_per_s{sfx}"] = figs["memstore_put_many_small"]
+        figs = by_path["data_plane"]
+        summary[f"redis_mget_32x1MiB_GBps{sfx}"] = figs["redis_mget_32x1MiB"] / 1e9
+        summary[f"redis_mget_small_items_per_s{sfx}"] = figs["redis_mget_small"]
+        summary[f"redis_mset_small_items_per_s{sfx}"] = figs["redis_mset_small"]
+        summary[f"remote_vs_redis_mget_32x1MiB{sfx}"] = (
+            figs["memstore_get_many_32x1MiB"] / figs["redis_mget_32x1MiB"]
+        )
+        summary[f"remote_vs_redis_mget_small{sfx}"] = (
+            figs["memstore_get_many_small"] / figs["redis_mget_small"]
+        )
+    summary["targets"] = {
+        "remote get 1 MiB >= 1.5x Redis GET": summary["remote_vs_redis_get_1MiB"] >= 1.5,
+        "remote put 1 MiB >= 1.0x Redis SET": summary["remote_vs_redis_put_1MiB"] >= 1.0,
+        "remote get_many 32 x 1 MiB >= 1.5x MGET": summary["remote_vs_redis_mget_32x1MiB"] >= 1.5,
+        "remote get_many 100 x 100 B >= 0.5x MGET": summary["remote_vs_redis_mget_small"] >= 0.5,
+    }
     return summary
 
 
-def _plot(rows: list[dict[str, Any]], out: Any) -> None:
+def _plot(rows: list[dict[str, Any]], out: Any, sizes: list[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,14 +315,15 @@ def _plot(rows: list[dict[str, Any]], out: Any) -> None:
                     if r["op"] == op and r["transport"] == transport and r["threads"] == threads
                 ]
                 xs = [r["size_bytes"] for r in sel]
-                ax.plot(
-                    xs,
-                    [r["memstore_GBps"] for r in sel],
-                    style,
-                    marker="o",
-                    color=f"C{threads // 4}",
-                    label=f"memstore {transport} {threads}t",
-                )
+                for n, (col, name) in enumerate((("data_plane_GBps", "data plane"), ("grpc_GBps", "gRPC"))):
+                    ax.plot(
+                        xs,
+                        [r[col] for r in sel],
+                        style,
+                        marker="o^"[n],
+                        color=f"C{4 * n + threads // 4}",
+                        label=f"memstore {name} {transport} {threads}t",
+                    )
                 ax.plot(
                     xs,
                     [r["redis_GBps"] for r in sel],
@@ -277,7 +333,7 @@ def _plot(rows: list[dict[str, Any]], out: Any) -> None:
                     label=f"redis {transport} {threads}t",
                 )
         ax.set_xscale("log", base=2)
-        ax.set_xticks(SIZES, [human_size(s) for s in SIZES])
+        ax.set_xticks(sizes, [human_size(s) for s in sizes])
         ax.set_title(f"{op} GB/s by value size")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("GB/s (median)")

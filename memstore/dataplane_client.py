@@ -29,6 +29,9 @@ from memstore.transport import discard, recv_into_exact, send_parts, unix_buffer
 from memstore.v1 import memstore_pb2 as pb
 
 KEYS_PER_FRAME = 8
+# Answers whose values average at most this many bytes are received in one piece and sliced (one
+# system call, not one per value); larger values go straight into buffers of their own.
+SMALL_VALUE = 64 << 10
 IDLE_CONNECTIONS = 16  # kept open for reuse; threads beyond this open and close their own
 
 
@@ -157,7 +160,7 @@ class Connection:
         if item.HasField("array"):
             buf = bytearray(size)
             self._recv_into(memoryview(buf))
-            return np.frombuffer(buf, dtype=np.dtype(item.array.dtype)).reshape(tuple(item.array.shape))
+            return _array(item, buf)
         return self._recv_bytes(size)
 
     def get_many(
@@ -179,11 +182,17 @@ class Connection:
                 if result.code != dp.OK:
                     failure = failure or _remote(result)
                     continue
-                dp.check_result(result, len(part), hdr.data_len)
+                sizes = dp.check_result(result, len(part), hdr.data_len)
+                small = outs is None and sizes and hdr.data_len <= SMALL_VALUE * len(sizes)
+                section = memoryview(self._recv_bytes(hdr.data_len)) if small else None
+                pos = 0
                 for j, item in zip(part, result.items, strict=True):
                     index = pending[j]
                     if item.deferred:
                         deferred.append(index)
+                    elif item.found and section is not None:  # small values: one receive for all
+                        values[index] = _value_of(item, section[pos : pos + item.size])
+                        pos += item.size
                     elif item.found:
                         value = self._value(item, outs[index] if outs is not None else None)
                         if isinstance(value, ValueError):
@@ -214,6 +223,15 @@ class Connection:
         if failure is not None:
             raise failure
         return int(stored)
+
+
+def _array(item: pb.DataItem, buf: bytearray) -> np.ndarray:
+    return np.frombuffer(buf, dtype=np.dtype(item.array.dtype)).reshape(tuple(item.array.shape))
+
+
+def _value_of(item: pb.DataItem, raw: memoryview) -> Any:
+    """A value from its slice of a received data section: its own bytes, or a writable array."""
+    return _array(item, bytearray(raw)) if item.HasField("array") else bytes(raw)
 
 
 def _request_of(head: bytes) -> int:

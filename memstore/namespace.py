@@ -45,6 +45,10 @@ class Namespace:
         """The stored key of a caller's key in this namespace (the key checked first)."""
         return self.prefix + check_key(key)
 
+    def full_keys(self, keys: Iterable[object]) -> list[bytes]:
+        prefix = self.prefix
+        return [prefix + check_key(k) for k in keys]
+
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {
             "durability": self.durability,

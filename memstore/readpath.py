@@ -22,6 +22,20 @@ from memstore.namespace import Namespace
 from memstore.pool import Pool
 from memstore.record import RecordMeta, pack_header, raw_to_value, split_record, verify_payload
 
+BATCH_COPY = 1 << 20
+
+
+class _Unread:
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+
+UNREAD: Any = _Unread()  # a key of a batch not read because the batch reached its byte limit
+
+
+def _size(value: Any) -> int:
+    return int(value.nbytes) if hasattr(value, "nbytes") else len(value)
+
 
 class ReadPath:
     """The get of ``TieredStore``; takes the store's lock for each step."""
@@ -97,6 +111,67 @@ class ReadPath:
                 move.prefetched.add(fk)
                 return True
             return False
+
+    def get_many(
+        self, ns: Namespace, fks: list[bytes], promote: bool, max_bytes: int | None = None
+    ) -> list[Any]:
+        """A batch: its hot hits copied out under one hold of the lock (up to BATCH_COPY bytes, so a
+        batch of large values does not hold the lock long), checked outside it; the rest as ``get``.
+        Once the values read reach ``max_bytes``, the keys after are not read: they come back UNREAD."""
+        move = self._move
+        hot = move.hot
+        copies: list[tuple[Any, RecordMeta, bytes | bytearray, int, int] | None] = []
+        limit = BATCH_COPY if max_bytes is None else min(BATCH_COPY, max_bytes)
+        copied = 0
+        with self._lock:
+            if self._closed():
+                raise StoreClosedError("the store is closed")
+            move.reconcile()
+            for fk in fks:
+                found = hot.get(fk) if copied < limit else None
+                if found is None:
+                    copies.append(None)
+                    continue
+                move.admission.seen(fk)
+                if fk in move.prefetched:
+                    move.prefetched.discard(fk)
+                    hot.stats.bump("prefetch_used")
+                try:
+                    meta, payload, seed, digest = split_record(hot.arena.record(found))
+                except CorruptRecordError:
+                    copies.append(None)  # ``get`` below counts and removes it
+                    continue
+                copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+                copied += len(copy)
+                hot.access(fk)
+                hot.stats.hits += 1
+                copies.append((found, meta, copy, seed, digest))
+        out: list[Any] = []
+        total = 0
+        for fk, got in zip(fks, copies, strict=True):
+            if max_bytes is not None and total >= max_bytes:
+                out.append(UNREAD)
+                continue
+            if got is not None:
+                entry, meta, copy, seed, digest = got
+                try:
+                    verify_payload(copy, seed, digest)
+                    out.append(raw_to_value(copy, meta))
+                    total += len(copy)
+                    continue
+                except CorruptRecordError:
+                    with self._lock:
+                        hot.stats.checksum_failures += 1
+                        hot.stats.hits -= 1
+                        if hot.get(fk) is entry:
+                            move.drop_upper(fk)
+                    if not entry.clean:
+                        out.append(None)
+                        continue
+            value = self.get(ns, fk, promote, count=got is None)
+            total += 0 if value is None else _size(value)
+            out.append(value)
+        return out
 
     def get(self, ns: Namespace, fk: bytes, promote: bool, count: bool = True) -> Any:
         move = self._move

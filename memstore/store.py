@@ -271,14 +271,22 @@ class TieredStore:
         return self.get_many([key], ns=ns, promote=promote)[0]
 
     def get_many(
-        self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True
+        self,
+        keys: Iterable[bytes],
+        *,
+        ns: str = "default",
+        promote: bool = True,
+        max_bytes: int | None = None,
     ) -> list[Value | None]:
         """Values in order (None for a miss); a shared namespace asks the pool for all its local misses
-        in one round trip."""
+        in one round trip. Once ``max_bytes`` of values are read, the keys after come back as
+        ``memstore.readpath.UNREAD`` (a server bounds an answer's memory with it)."""
         namespace = self._namespaces.named(ns)
-        fks = [namespace.full_key(k) for k in keys]
+        fks = namespace.full_keys(keys)
         pooled = self._reader.from_pool(namespace, fks, promote) if namespace.shared else {}
-        return [pooled[fk] if fk in pooled else self._reader.get(namespace, fk, promote) for fk in fks]
+        rest = [fk for fk in fks if fk not in pooled]
+        local = iter(self._reader.get_many(namespace, rest, promote, max_bytes))
+        return [pooled[fk] if fk in pooled else next(local) for fk in fks]
 
     def keys(self, *, ns: str = "default", prefix: bytes = b"") -> list[bytes]:
         """Every key of a namespace that starts with ``prefix``, sorted (reads no values)."""

@@ -37,6 +37,7 @@ import grpc
 
 from memstore import dataplane as dp
 from memstore.local import boot_id
+from memstore.readpath import UNREAD
 from memstore.transport import discard, recv_into_exact, send_parts, unix_buffers
 from memstore.v1 import memstore_pb2 as pb
 from memstore_server.auth import ROLES, Principal, acting_as
@@ -313,31 +314,26 @@ class Connection:
         ns = self.service._ns(req.namespace)
         out = pb.DataResult(code=dp.OK)
         parts: list[memoryview] = []
-        used = 0
-        held = self.limits.budget.call(self.limits.call_bytes)
-        try:
-            for key in req.keys:
-                if used >= self.limits.call_bytes:
-                    out.items.add(deferred=True)
-                    continue
-                value = self.service.store.get(key, ns=ns, promote=not req.no_promote)
-                if value is None:
-                    out.items.add(found=False)
-                    continue
+        # Values are read until they reach the per-call limit; the keys after are deferred.
+        values = self.service.store.get_many(
+            req.keys, ns=ns, promote=not req.no_promote, max_bytes=self.limits.call_bytes
+        )
+        add = out.items.add
+        for value in values:
+            if value is UNREAD:
+                add(deferred=True)
+            elif value is None:
+                add(found=False)
+            else:
                 data, info = value_bytes(value)
-                try:
-                    held.take(len(data))
-                except Abort:
-                    if not parts:
-                        raise
-                    out.items.add(deferred=True)  # the rest comes with the client's next GET
-                    used = self.limits.call_bytes
-                    continue
-                item = out.items.add(found=True, size=len(data))
-                if info is not None:
-                    item.array.CopyFrom(info)
+                if info is None:
+                    add(found=True, size=len(data))
+                else:
+                    add(found=True, size=len(data), array=info)
                 parts.append(data)
-                used += len(data)
+        held = self.limits.budget.call(self.limits.call_bytes + self.service.max_value_bytes)
+        try:
+            held.take(sum(len(p) for p in parts))  # the server-wide budget, shared with gRPC calls
             self.send(hdr.request, out, parts)
         finally:
             held.release()
