@@ -12,6 +12,7 @@ of 100.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,47 +30,45 @@ SIZES = [16 * KiB, 256 * KiB, MiB, 4 * MiB]
 KEYS_PER_THREAD = 8
 
 
-def _threaded(
-    threads: int, setup: Callable[[int], Callable[[], int]], seconds: float, rounds: int
-) -> list[float]:
-    """Each thread runs its op in a loop for ``seconds``; a round's rate is the sum of what all did."""
-    ops = [setup(t) for t in range(threads)]
-    rates = []
-    for _ in range(rounds):
-        done = [0] * threads
-        barrier = threading.Barrier(threads + 1)
+def _round(ops: list[Callable[[], int]], seconds: float) -> float:
+    """Each thread runs its op in a loop for ``seconds``; the rate is the sum of what all did."""
+    done = [0] * len(ops)
+    barrier = threading.Barrier(len(ops) + 1)
 
-        def run(t: int, barrier: threading.Barrier = barrier, done: list[int] = done) -> None:
-            barrier.wait()
-            end = time.perf_counter() + seconds
-            n = 0
-            while time.perf_counter() < end:
-                n += ops[t]()
-            done[t] = n
-
-        workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        t0 = time.perf_counter()
+    def run(t: int) -> None:
         barrier.wait()
-        for w in workers:
-            w.join()
-        rates.append(sum(done) / (time.perf_counter() - t0))
+        end = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < end:
+            n += ops[t]()
+        done[t] = n
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(len(ops))]
+    for w in workers:
+        w.start()
+    t0 = time.perf_counter()
+    barrier.wait()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - t0)
+
+
+def interleaved(
+    systems: dict[str, list[Callable[[], int]]], seconds: float, rounds: int
+) -> dict[str, list[float]]:
+    """Rounds of every system in turn (the order rotating), so that a change in the machine's load
+    falls on all of them alike rather than on whichever ran last."""
+    names = list(systems)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            rates[name].append(_round(systems[name], seconds))
     return rates
 
 
-def _memstore_case(
-    target: str,
-    op: str,
-    size: int,
-    threads: int,
-    payloads: list[bytes],
-    seconds: float,
-    rounds: int,
-    data: str,
-) -> list[float]:
-    clients = [Client(target, local="never", data=data) for _ in range(threads)]
-
+def _memstore_ops(
+    clients: list[Client], op: str, size: int, payloads: list[bytes]
+) -> list[Callable[[], int]]:
     def setup(t: int) -> Callable[[], int]:
         c = clients[t]
         keys = [b"t%d-k%d" % (t, i) for i in range(KEYS_PER_THREAD)]
@@ -87,23 +86,12 @@ def _memstore_case(
 
         return do
 
-    try:
-        return _threaded(threads, setup, seconds, rounds)
-    finally:
-        for c in clients:
-            c.close()
+    return [setup(t) for t in range(len(clients))]
 
 
-def _redis_case(
-    redis: RedisServer,
-    unix: bool,
-    op: str,
-    size: int,
-    threads: int,
-    payloads: list[bytes],
-    seconds: float,
-    rounds: int,
-) -> list[float]:
+def _redis_ops(
+    redis: RedisServer, unix: bool, op: str, size: int, threads: int, payloads: list[bytes]
+) -> list[Callable[[], int]]:
     def setup(t: int) -> Callable[[], int]:
         r = redis.client(unix)
         keys = [b"t%d-k%d" % (t, i) for i in range(KEYS_PER_THREAD)]
@@ -122,64 +110,72 @@ def _redis_case(
 
         return do
 
-    return _threaded(threads, setup, seconds, rounds)
+    return [setup(t) for t in range(threads)]
 
 
 def _batches(
     target: str, redis: RedisServer, unix: bool, data: str, seconds: float, rounds: int
-) -> dict[str, float]:
-    """Items/s for 100 values of 100 B per call, and GB/s for 32 values of 1 MiB per call."""
+) -> dict[str, dict[str, float]]:
+    """Per path (data plane, gRPC, Redis): items/s of 100 values of 100 B per call (get and put), and
+    bytes/s of 32 values of 1 MiB per call."""
     rng = np.random.default_rng(1)
     keys = [b"small-%d" % i for i in range(1000)]
     values = [bytes([i % 251]) * 100 for i in range(1000)]
     big_keys = [b"big-%d" % i for i in range(32)]
     big = [rng.bytes(MiB) for _ in big_keys]
     state = {"i": 0}
-    out: dict[str, float] = {}
 
-    def sliding(get: Callable[[list[bytes]], list[Any]]) -> Callable[[int], Callable[[], int]]:
+    def small_get(get: Callable[[list[bytes]], list[Any]]) -> list[Callable[[], int]]:
         def op() -> int:
             i = state["i"] = (state["i"] + 100) % 1000
             if get(keys[i : i + 100])[0] != values[i]:
                 raise AssertionError("wrong value")
             return 100
 
-        return lambda _t: op
+        return [op]
 
-    def batch(get: Callable[[list[bytes]], list[Any]]) -> Callable[[int], Callable[[], int]]:
+    def small_put(put: Callable[[list[tuple[bytes, bytes]]], Any]) -> list[Callable[[], int]]:
         def op() -> int:
-            got = get(big_keys)
-            if got[7] != big[7]:
+            i = state["i"] = (state["i"] + 100) % 1000
+            put(list(zip(keys[i : i + 100], values[i : i + 100], strict=True)))
+            return 100
+
+        return [op]
+
+    def batch(get: Callable[[list[bytes]], list[Any]]) -> list[Callable[[], int]]:
+        def op() -> int:
+            if get(big_keys)[7] != big[7]:
                 raise AssertionError("wrong value")
             return 32 * MiB
 
-        return lambda _t: op
+        return [op]
 
-    with Client(target, local="never", data=data) as c:
-        c.put_many(list(zip(keys, values, strict=True)))
-        c.put_many(list(zip(big_keys, big, strict=True)))
-        out["memstore_get_many_small"] = median(_threaded(1, sliding(c.get_many), seconds, rounds))
-
-        def mem_put() -> int:
-            i = state["i"] = (state["i"] + 100) % 1000
-            c.put_many(list(zip(keys[i : i + 100], values[i : i + 100], strict=True)))
-            return 100
-
-        out["memstore_put_many_small"] = median(_threaded(1, lambda _t: mem_put, seconds, rounds))
-        out["memstore_get_many_32x1MiB"] = median(_threaded(1, batch(c.get_many), seconds, rounds))
     r = redis.client(unix)
     r.mset(dict(zip(keys, values, strict=True)))
     r.mset(dict(zip(big_keys, big, strict=True)))
-    out["redis_mget_small"] = median(_threaded(1, sliding(r.mget), seconds, rounds))
-
-    def redis_put() -> int:
-        i = state["i"] = (state["i"] + 100) % 1000
-        r.mset(dict(zip(keys[i : i + 100], values[i : i + 100], strict=True)))
-        return 100
-
-    out["redis_mset_small"] = median(_threaded(1, lambda _t: redis_put, seconds, rounds))
-    out["redis_mget_32x1MiB"] = median(_threaded(1, batch(r.mget), seconds, rounds))
-    return out
+    paths = {"data_plane": data, "grpc": "never"}
+    clients = {name: Client(target, local="never", data=mode) for name, mode in paths.items()}
+    try:
+        for c in clients.values():
+            c.put_many(list(zip(keys, values, strict=True)))
+            c.put_many(list(zip(big_keys, big, strict=True)))
+        out: dict[str, dict[str, float]] = {name: {} for name in (*paths, "redis")}
+        cases: list[tuple[str, Any, Any]] = [
+            ("get_small", small_get, r.mget),
+            ("put_small", small_put, lambda items: r.mset(dict(items))),
+            ("get_32x1MiB", batch, r.mget),
+        ]
+        for case, make, redis_call in cases:
+            systems = {
+                name: make(c.put_many if case == "put_small" else c.get_many) for name, c in clients.items()
+            }
+            systems["redis"] = make(redis_call)
+            for name, rates in interleaved(systems, seconds, rounds).items():
+                out[name][case] = median(rates)
+        return out
+    finally:
+        for c in clients.values():
+            c.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,22 +187,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     batches: dict[str, dict[str, dict[str, float]]] = {}
+    load = os.getloadavg()[0]
     with RedisServer() as redis:
         for transport in ("tcp", "unix"):
             unix = transport == "unix"
             data = "auto" if unix else "tcp"  # over TCP, the data plane as a client on another host uses it
-            batches[transport] = {}
             with MemstoreServer(unix=unix) as mem:
                 cases = [(s, op, th) for s in sizes for op in ("put", "get") for th in thread_counts]
                 for size, op, threads in tqdm(cases, desc=f"service {transport}", unit="case"):
                     payloads = [rng.bytes(size) for _ in range(KEYS_PER_THREAD)]
-                    fig = {
-                        name: median(
-                            _memstore_case(mem.target, op, size, threads, payloads, seconds, rounds, mode)
-                        )
-                        for name, mode in (("data", data), ("grpc", "never"))
+                    clients = {
+                        name: [Client(mem.target, local="never", data=mode) for _ in range(threads)]
+                        for name, mode in (("data_plane", data), ("grpc", "never"))
                     }
-                    r = median(_redis_case(redis, unix, op, size, threads, payloads, seconds, rounds))
+                    try:
+                        systems = {n: _memstore_ops(cs, op, size, payloads) for n, cs in clients.items()}
+                        systems["redis"] = _redis_ops(redis, unix, op, size, threads, payloads)
+                        rates = interleaved(systems, seconds, rounds)
+                    finally:
+                        for c in (c for cs in clients.values() for c in cs):
+                            c.close()
+                    fig = {name: median(r) for name, r in rates.items()}
                     rows.append(
                         {
                             "transport": transport,
@@ -214,31 +215,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "size_bytes": size,
                             "op": op,
                             "threads": threads,
-                            "data_plane_GBps": fig["data"] / 1e9,
-                            "grpc_GBps": fig["grpc"] / 1e9,
-                            "redis_GBps": r / 1e9,
-                            "data_plane_vs_redis": fig["data"] / r,
-                            "grpc_vs_redis": fig["grpc"] / r,
+                            **{f"{name}_GBps": v / 1e9 for name, v in fig.items()},
+                            "data_plane_vs_redis": fig["data_plane"] / fig["redis"],
+                            "grpc_vs_redis": fig["grpc"] / fig["redis"],
                         }
                     )
-                for name, mode in (("data_plane", data), ("grpc", "never")):
-                    batches[transport][name] = _batches(mem.target, redis, unix, mode, seconds, rounds)
+                batches[transport] = _batches(mem.target, redis, unix, data, seconds, rounds)
     columns = ["transport", "size", "op", "threads", "data_plane_GBps", "grpc_GBps", "redis_GBps"]
     print_table(rows, [*columns, "data_plane_vs_redis", "grpc_vs_redis"])
     print("\nbatches, one call each: 100 values of 100 B (items/s), 32 values of 1 MiB (GB/s)")
     for transport, by_path in batches.items():
         for path, figs in by_path.items():
-            mget, big, big_mget = (
-                figs["redis_mget_small"],
-                figs["memstore_get_many_32x1MiB"] / 1e9,
-                figs["redis_mget_32x1MiB"] / 1e9,
-            )
             print(
-                f"  {transport} {path}: get {figs['memstore_get_many_small']:,.0f} items/s (MGET "
-                f"{mget:,.0f}), put {figs['memstore_put_many_small']:,.0f} items/s "
-                f"(MSET {figs['redis_mset_small']:,.0f}), 32 x 1 MiB {big:.2f} GB/s (MGET {big_mget:.2f})"
+                f"  {transport} {path}: get {figs['get_small']:,.0f} items/s, put {figs['put_small']:,.0f} "
+                f"items/s, 32 x 1 MiB {figs['get_32x1MiB'] / 1e9:.2f} GB/s"
             )
     summary = _summary(rows, batches)
+    summary["load_average_at_start"] = load
     path = write_result(
         "service",
         rows,
@@ -273,23 +266,22 @@ def _summary(rows: list[dict[str, Any]], batches: dict[str, dict[str, dict[str, 
         summary[f"redis_{tag}_GBps"] = r["redis_GBps"]
         summary[f"remote_vs_redis_{tag}"] = r["data_plane_vs_redis"]
         summary[f"grpc_vs_redis_{tag}"] = r["grpc_vs_redis"]
-    for transport, by_path in batches.items():
+    for transport, figs in batches.items():
         sfx = "" if transport == "tcp" else "_unix"
-        for path, figs in by_path.items():
-            name = "remote" if path == "data_plane" else "grpc"
-            summary[f"{name}_get_many_32x1MiB_GBps{sfx}"] = figs["memstore_get_many_32x1MiB"] / 1e9
-            summary[f"{name}_small_get_items_per_s{sfx}"] = figs["memstore_get_many_small"]
-            summary[f"{name}_small_put_items_per_s{sfx}"] = figs["memstore_put_many_small"]
-        figs = by_path["data_plane"]
-        summary[f"redis_mget_32x1MiB_GBps{sfx}"] = figs["redis_mget_32x1MiB"] / 1e9
-        summary[f"redis_mget_small_items_per_s{sfx}"] = figs["redis_mget_small"]
-        summary[f"redis_mset_small_items_per_s{sfx}"] = figs["redis_mset_small"]
-        summary[f"remote_vs_redis_mget_32x1MiB{sfx}"] = (
-            figs["memstore_get_many_32x1MiB"] / figs["redis_mget_32x1MiB"]
-        )
-        summary[f"remote_vs_redis_mget_small{sfx}"] = (
-            figs["memstore_get_many_small"] / figs["redis_mget_small"]
-        )
+        for name in ("data_plane", "grpc"):
+            tag = "remote" if name == "data_plane" else "grpc"
+            summary[f"{tag}_get_many_32x1MiB_GBps{sfx}"] = figs[name]["get_32x1MiB"] / 1e9
+            summary[f"{tag}_small_get_items_per_s{sfx}"] = figs[name]["get_small"]
+            summary[f"{tag}_small_put_items_per_s{sfx}"] = figs[name]["put_small"]
+        summary[f"redis_mget_32x1MiB_GBps{sfx}"] = figs["redis"]["get_32x1MiB"] / 1e9
+        summary[f"redis_mget_small_items_per_s{sfx}"] = figs["redis"]["get_small"]
+        summary[f"redis_mset_small_items_per_s{sfx}"] = figs["redis"]["put_small"]
+        for case, key in (
+            ("get_32x1MiB", "mget_32x1MiB"),
+            ("get_small", "mget_small"),
+            ("put_small", "mset_small"),
+        ):
+            summary[f"remote_vs_redis_{key}{sfx}"] = figs["data_plane"][case] / figs["redis"][case]
     summary["targets"] = {
         "remote get 1 MiB >= 1.5x Redis GET": summary["remote_vs_redis_get_1MiB"] >= 1.5,
         "remote put 1 MiB >= 1.0x Redis SET": summary["remote_vs_redis_put_1MiB"] >= 1.0,
@@ -315,7 +307,8 @@ def _plot(rows: list[dict[str, Any]], out: Any, sizes: list[int]) -> None:
                     if r["op"] == op and r["transport"] == transport and r["threads"] == threads
                 ]
                 xs = [r["size_bytes"] for r in sel]
-                for n, (col, name) in enumerate((("data_plane_GBps", "data plane"), ("grpc_GBps", "gRPC"))):
+                paths = (("data_plane_GBps", "data plane"), ("grpc_GBps", "gRPC"))
+                for n, (col, name) in enumerate(paths):
                     ax.plot(
                         xs,
                         [r[col] for r in sel],
