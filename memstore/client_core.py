@@ -213,6 +213,10 @@ def items_of(
     return [(k, v, parents[i] if parents is not None else None) for i, (k, v) in enumerate(pairs)]
 
 
+def batch_bytes(batch: list[_Item]) -> int:
+    return sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for _, v, _ in batch)
+
+
 def backoff_delay(attempt: int, base: float) -> float:
     return float(base * (2**attempt) * (0.5 + random.random()))
 
