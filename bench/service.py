@@ -12,6 +12,7 @@ of 100.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.common import KiB, MiB, human_size, median, print_table, write_result
+from bench.mooncake_peer import MooncakePeer, Unavailable
 from bench.peers import MemstoreServer, RedisServer
 from memstore import Client
 from memstore.tuning import pool_large_allocations
@@ -89,6 +91,23 @@ def _memstore_ops(
     return [setup(t) for t in range(len(clients))]
 
 
+def _peer_ops(peer: MooncakePeer, op: str, size: int, payloads: list[bytes]) -> list[Callable[[], int]]:
+    keys = [b"m-k%d" % i for i in range(KEYS_PER_THREAD)]
+    peer.put_many(list(zip(keys, payloads, strict=False)))
+    state = {"i": 0}
+
+    def do() -> int:
+        i = state["i"] = (state["i"] + 1) % KEYS_PER_THREAD
+        if op == "get":
+            if len(peer.get(keys[i])) != size:
+                raise AssertionError("wrong value")
+        else:
+            peer.put(keys[i], payloads[i])
+        return size
+
+    return [do]
+
+
 def _redis_ops(
     redis: RedisServer, unix: bool, op: str, size: int, threads: int, payloads: list[bytes]
 ) -> list[Callable[[], int]]:
@@ -114,7 +133,13 @@ def _redis_ops(
 
 
 def _batches(
-    target: str, redis: RedisServer, unix: bool, data: str, seconds: float, rounds: int
+    target: str,
+    redis: RedisServer,
+    mooncake: MooncakePeer | None,
+    unix: bool,
+    data: str,
+    seconds: float,
+    rounds: int,
 ) -> dict[str, dict[str, float]]:
     """Per path (data plane, gRPC, Redis): items/s of 100 values of 100 B per call (get and put), and
     bytes/s of 32 values of 1 MiB per call."""
@@ -159,7 +184,10 @@ def _batches(
         for c in clients.values():
             c.put_many(list(zip(keys, values, strict=True)))
             c.put_many(list(zip(big_keys, big, strict=True)))
-        out: dict[str, dict[str, float]] = {name: {} for name in (*paths, "redis")}
+        if mooncake is not None:
+            mooncake.put_many(list(zip(keys, values, strict=True)))
+            mooncake.put_many(list(zip(big_keys, big, strict=True)))
+        out: dict[str, dict[str, float]] = {name: {} for name in (*paths, "redis", "mooncake")}
         cases: list[tuple[str, Any, Any]] = [
             ("get_small", small_get, r.mget),
             ("put_small", small_put, lambda items: r.mset(dict(items))),
@@ -170,6 +198,8 @@ def _batches(
                 name: make(c.put_many if case == "put_small" else c.get_many) for name, c in clients.items()
             }
             systems["redis"] = make(redis_call)
+            if mooncake is not None:
+                systems["mooncake"] = make(mooncake.put_many if case == "put_small" else mooncake.get_many)
             for name, rates in interleaved(systems, seconds, rounds).items():
                 out[name][case] = median(rates)
         return out
@@ -188,7 +218,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     batches: dict[str, dict[str, dict[str, float]]] = {}
     load = os.getloadavg()[0]
-    with RedisServer() as redis:
+    try:
+        mooncake: MooncakePeer | None = MooncakePeer()
+        mooncake_note = "measured over TCP (its transfer engine), a client that holds no segment"
+    except Unavailable as exc:
+        mooncake, mooncake_note = None, f"not measured: {exc}"
+        print(f"Mooncake Store {mooncake_note}")
+    with RedisServer() as redis, mooncake or contextlib.nullcontext():
         for transport in ("tcp", "unix"):
             unix = transport == "unix"
             data = "auto" if unix else "tcp"  # over TCP, the data plane as a client on another host uses it
@@ -203,6 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         systems = {n: _memstore_ops(cs, op, size, payloads) for n, cs in clients.items()}
                         systems["redis"] = _redis_ops(redis, unix, op, size, threads, payloads)
+                        if mooncake is not None and not unix and threads == 1:
+                            systems["mooncake"] = _peer_ops(mooncake, op, size, payloads)
                         rates = interleaved(systems, seconds, rounds)
                     finally:
                         for c in (c for cs in clients.values() for c in cs):
@@ -216,22 +254,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "op": op,
                             "threads": threads,
                             **{f"{name}_GBps": v / 1e9 for name, v in fig.items()},
+                            "mooncake_GBps": fig["mooncake"] / 1e9 if "mooncake" in fig else None,
                             "data_plane_vs_redis": fig["data_plane"] / fig["redis"],
+                            "data_plane_vs_mooncake": (
+                                fig["data_plane"] / fig["mooncake"] if "mooncake" in fig else None
+                            ),
                             "grpc_vs_redis": fig["grpc"] / fig["redis"],
                         }
                     )
-                batches[transport] = _batches(mem.target, redis, unix, data, seconds, rounds)
+                peer = mooncake if not unix else None
+                batches[transport] = _batches(mem.target, redis, peer, unix, data, seconds, rounds)
     columns = ["transport", "size", "op", "threads", "data_plane_GBps", "grpc_GBps", "redis_GBps"]
+    columns += ["mooncake_GBps"] if mooncake is not None else []
     print_table(rows, [*columns, "data_plane_vs_redis", "grpc_vs_redis"])
     print("\nbatches, one call each: 100 values of 100 B (items/s), 32 values of 1 MiB (GB/s)")
     for transport, by_path in batches.items():
         for path, figs in by_path.items():
+            if not figs:
+                continue
             print(
                 f"  {transport} {path}: get {figs['get_small']:,.0f} items/s, put {figs['put_small']:,.0f} "
                 f"items/s, 32 x 1 MiB {figs['get_32x1MiB'] / 1e9:.2f} GB/s"
             )
     summary = _summary(rows, batches)
     summary["load_average_at_start"] = load
+    summary["mooncake"] = mooncake_note
     path = write_result(
         "service",
         rows,
@@ -265,6 +312,9 @@ def _summary(rows: list[dict[str, Any]], batches: dict[str, dict[str, dict[str, 
         summary[f"grpc_{tag}_GBps"] = r["grpc_GBps"]
         summary[f"redis_{tag}_GBps"] = r["redis_GBps"]
         summary[f"remote_vs_redis_{tag}"] = r["data_plane_vs_redis"]
+        if r["mooncake_GBps"] is not None:
+            summary[f"mooncake_{tag}_GBps"] = r["mooncake_GBps"]
+            summary[f"remote_vs_mooncake_{tag}"] = r["data_plane_vs_mooncake"]
         summary[f"grpc_vs_redis_{tag}"] = r["grpc_vs_redis"]
     for transport, figs in batches.items():
         sfx = "" if transport == "tcp" else "_unix"
@@ -276,6 +326,12 @@ def _summary(rows: list[dict[str, Any]], batches: dict[str, dict[str, dict[str, 
         summary[f"redis_mget_32x1MiB_GBps{sfx}"] = figs["redis"]["get_32x1MiB"] / 1e9
         summary[f"redis_mget_small_items_per_s{sfx}"] = figs["redis"]["get_small"]
         summary[f"redis_mset_small_items_per_s{sfx}"] = figs["redis"]["put_small"]
+        if figs["mooncake"]:
+            summary["mooncake_get_batch_32x1MiB_GBps"] = figs["mooncake"]["get_32x1MiB"] / 1e9
+            summary["mooncake_get_batch_small_items_per_s"] = figs["mooncake"]["get_small"]
+            summary["remote_vs_mooncake_get_many_32x1MiB"] = (
+                figs["data_plane"]["get_32x1MiB"] / figs["mooncake"]["get_32x1MiB"]
+            )
         for case, key in (
             ("get_32x1MiB", "mget_32x1MiB"),
             ("get_small", "mget_small"),

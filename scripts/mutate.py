@@ -37,6 +37,30 @@ class Mutant:
 
 MUTANTS = [
     Mutant(
+        "dataplane-role-unchecked",
+        "data plane: a read-only credential cannot PUT",
+        "server/memstore_server/dataplane.py",
+        "            if ROLES[principal.role] < ROLES[need]:",
+        "            if False:",
+        ("tests/test_dataplane.py::test_tenants_roles_and_revocation_on_the_data_plane",),
+    ),
+    Mutant(
+        "dataplane-ticket-any",
+        "data plane: a HELLO needs a ticket OpenData issued",
+        "server/memstore_server/dataplane.py",
+        "        if entry is None or entry[0] < time.monotonic():\n            return None",
+        "        if entry is None:\n            return next(iter(self._open.values()))[1:]  # type: ignore[return-value]\n        if entry[0] < time.monotonic():\n            return None",
+        ("tests/test_dataplane.py::test_frames_that_break_the_protocol_close_only_their_connection",),
+    ),
+    Mutant(
+        "dataplane-lying-length-read",
+        "data plane: a frame's declared data length is bounded before any byte is read",
+        "memstore/dataplane.py",
+        "    if data_len > max_data:",
+        "    if False:",
+        ("tests/test_dataplane.py::test_frames_that_break_the_protocol_close_only_their_connection",),
+    ),
+    Mutant(
         "pool-same-host-publish",
         "pool: values put through the same-host path are published like any put",
         "memstore/reservation.py",
