@@ -264,6 +264,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 peer = mooncake if not unix else None
                 batches[transport] = _batches(mem.target, redis, peer, unix, data, seconds, rounds)
+            if mooncake is not None:
+                mooncake.close()  # measured over TCP only: its processes leave the cores to the rest
     columns = ["transport", "size", "op", "threads", "data_plane_GBps", "grpc_GBps", "redis_GBps"]
     columns += ["mooncake_GBps"] if mooncake is not None else []
     print_table(rows, [*columns, "data_plane_vs_redis", "grpc_vs_redis"])
