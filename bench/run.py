@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="name", required=True)
     benches = [
         ("tiers", "put/get GB/s per tier next to memcpy and py-lmdb"),
-        ("service", "the gRPC service next to Redis: GB/s, ops/s, batched small lookups"),
+        ("service", "the data plane and gRPC next to Redis and Mooncake Store: GB/s, ops/s, batches"),
         ("transport", "same-host transfer: memcpy, local path, gRPC, Redis; GPU restore where CUDA is"),
         ("ttft", "prefill against loading the cached prefix through memstore (CPU, or CUDA shapes)"),
         ("codecs", "KV compression: memstore's codecs against zstd, lz4, blosc2 and ZipNN on real K/V"),
         ("replay", "replay a Mooncake trace through every eviction policy and OPT: hit ratios, cold writes"),
         ("pool", "the shared pool on a Redis Cluster: a second host's fetches against redis-py reading it"),
+        ("breakdown", "where a 1 MiB value's time goes: copies, checksum, store steps, a call's fixed cost"),
         ("memory", "agent memory: put and search at 10k and 100k records against numpy and LangGraph"),
     ]
     for name, help_ in benches:

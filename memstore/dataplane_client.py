@@ -157,10 +157,10 @@ class Connection:
                 return ValueError(f"a buffer of {len(out)} bytes for a value of {size}")
             self._recv_into(out[:size])
             return size
-        if item.HasField("array"):
-            buf = bytearray(size)
-            self._recv_into(memoryview(buf))
-            return _array(item, buf)
+        if item.HasField("array"):  # received into an array of its own, not zeroed first
+            buf = np.empty(size, dtype=np.uint8)
+            self._recv_into(memoryview(buf))  # type: ignore[arg-type]
+            return buf.view(np.dtype(item.array.dtype)).reshape(tuple(item.array.shape))
         return self._recv_bytes(size)
 
     def get_many(

@@ -49,7 +49,8 @@ MUTANTS = [
         "data plane: a HELLO needs a ticket OpenData issued",
         "server/memstore_server/dataplane.py",
         "        if entry is None or entry[0] < time.monotonic():\n            return None",
-        "        if entry is None:\n            return next(iter(self._open.values()))[1:]  # type: ignore[return-value]\n        if entry[0] < time.monotonic():\n            return None",
+        "        if entry is None:\n            return next(iter(self._open.values()))[1:]\n"
+        "        if entry[0] < time.monotonic():\n            return None",
         ("tests/test_dataplane.py::test_frames_that_break_the_protocol_close_only_their_connection",),
     ),
     Mutant(

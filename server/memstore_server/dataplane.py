@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 
 from memstore import dataplane as dp
 from memstore.local import boot_id
@@ -87,6 +88,16 @@ def recv_exact(sock: socket.socket, n: int, step: int = STEP) -> bytearray:
             return piece
         buf += piece
     return buf
+
+
+def recv_value(sock: socket.socket, n: int) -> memoryview | bytearray:
+    """A value's ``n`` bytes; up to ``STEP`` into a buffer that is not zeroed first (numpy's empty: its
+    pages are written once, by the receive), larger ones as ``recv_exact`` grows them."""
+    if n > STEP:
+        return recv_exact(sock, n)
+    view = memoryview(np.empty(n, dtype=np.uint8))  # type: ignore[arg-type]
+    recv_into_exact(sock, view)
+    return view
 
 
 class DataPlane:
@@ -178,7 +189,12 @@ class DataPlane:
         try:
             sock.settimeout(self.service.limits.stream_idle)
             if self.tls is not None and sock.family != socket.AF_UNIX:
-                sock = self.tls.wrap_socket(sock, server_side=True)
+                plain = sock
+                sock = self.tls.wrap_socket(sock, server_side=True)  # takes over plain's descriptor
+                with self._lock:
+                    self.connections.discard(plain)
+                    if not full:
+                        self.connections.add(sock)  # so that close() can end it
             conn = Connection(self, sock)
             if full:
                 conn.refuse(
@@ -190,6 +206,8 @@ class DataPlane:
             conn.run()
         except (OSError, EOFError, ssl.SSLError) as exc:
             log.debug("data-plane connection ended: %s", exc)
+        except Exception:
+            log.exception("unexpected error on a data-plane connection; it is closed")
         finally:
             with self._lock:
                 self.connections.discard(sock)
@@ -349,7 +367,7 @@ class Connection:
             batch: list[tuple[bytes, Any]] = []
             for item, size in zip(req.items, sizes, strict=True):
                 held.take(size)  # within the frame's bound, checked already; the server-wide one here
-                raw = recv_exact(self.sock, size)
+                raw = recv_value(self.sock, size)
                 self.unread -= size
                 batch.append((item.key, array_value(raw, item.array) if item.HasField("array") else raw))
             parents = [item.parent or None for item in req.items]
