@@ -46,7 +46,7 @@ def _memory_steps(values: list[np.ndarray], repeat: int) -> dict[str, float]:
 
     def fresh_places() -> int:
         for i, v in enumerate(values):
-            fresh[i * MiB : (i + 1) * MiB] = v
+            fresh[i * MiB : (i + 1) * MiB] = v.view(np.uint8)
         return len(values)
 
     def checksum() -> int:
