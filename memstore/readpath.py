@@ -112,16 +112,15 @@ class ReadPath:
                 return True
             return False
 
-    def get_many(
-        self, ns: Namespace, fks: list[bytes], promote: bool, max_bytes: int | None = None
-    ) -> list[Any]:
+    def get_many(self, ns: Namespace, fks: list[bytes], promote: bool, max_bytes: int = 0) -> list[Any]:
         """A batch: its hot hits copied out under one hold of the lock (up to BATCH_COPY bytes, so a
         batch of large values does not hold the lock long), checked outside it; the rest as ``get``.
-        Once the values read reach ``max_bytes``, the keys after are not read: they come back UNREAD."""
+        Once the values read reach ``max_bytes`` (if not 0), the keys after are not read: they come
+        back UNREAD."""
         move = self._move
         hot = move.hot
         copies: list[tuple[Any, RecordMeta, bytes | bytearray, int, int] | None] = []
-        limit = BATCH_COPY if max_bytes is None else min(BATCH_COPY, max_bytes)
+        limit = min(BATCH_COPY, max_bytes) if max_bytes else BATCH_COPY
         copied = 0
         with self._lock:
             if self._closed():
@@ -149,7 +148,7 @@ class ReadPath:
         out: list[Any] = []
         total = 0
         for fk, got in zip(fks, copies, strict=True):
-            if max_bytes is not None and total >= max_bytes:
+            if max_bytes and total >= max_bytes:
                 out.append(UNREAD)
                 continue
             if got is not None:

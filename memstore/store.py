@@ -271,21 +271,16 @@ class TieredStore:
         return self.get_many([key], ns=ns, promote=promote)[0]
 
     def get_many(
-        self,
-        keys: Iterable[bytes],
-        *,
-        ns: str = "default",
-        promote: bool = True,
-        max_bytes: int | None = None,
+        self, keys: Iterable[bytes], *, ns: str = "default", promote: bool = True, max_bytes: int = 0
     ) -> list[Value | None]:
         """Values in order (None for a miss); a shared namespace asks the pool for all its local misses
-        in one round trip. Once ``max_bytes`` of values are read, the keys after come back as
-        ``memstore.readpath.UNREAD`` (a server bounds an answer's memory with it)."""
+        in one round trip. Once ``max_bytes`` (if not 0) of values are read, the keys after come back
+        as ``memstore.readpath.UNREAD`` (a server bounds an answer's memory with it)."""
         namespace = self._namespaces.named(ns)
         fks = namespace.full_keys(keys)
         pooled = self._reader.from_pool(namespace, fks, promote) if namespace.shared else {}
-        rest = [fk for fk in fks if fk not in pooled]
-        local = iter(self._reader.get_many(namespace, rest, promote, max_bytes))
+        rest = self._reader.get_many(namespace, [f for f in fks if f not in pooled], promote, max_bytes)
+        local = iter(rest)
         return [pooled[fk] if fk in pooled else next(local) for fk in fks]
 
     def keys(self, *, ns: str = "default", prefix: bytes = b"") -> list[bytes]:
