@@ -68,68 +68,31 @@ def interleaved(
     return rates
 
 
-def _memstore_ops(
-    clients: list[Client], op: str, size: int, payloads: list[bytes]
-) -> list[Callable[[], int]]:
-    def setup(t: int) -> Callable[[], int]:
-        c = clients[t]
-        keys = [b"t%d-k%d" % (t, i) for i in range(KEYS_PER_THREAD)]
-        c.put_many(list(zip(keys, payloads, strict=False)))
-        state = {"i": 0}
-
-        def do() -> int:
-            i = state["i"] = (state["i"] + 1) % KEYS_PER_THREAD
-            if op == "get":
-                if c.get(keys[i]) is None:
-                    raise AssertionError("missing value")
-            else:
-                c.put(keys[i], payloads[i])
-            return size
-
-        return do
-
-    return [setup(t) for t in range(len(clients))]
-
-
-def _peer_ops(peer: MooncakePeer, op: str, size: int, payloads: list[bytes]) -> list[Callable[[], int]]:
-    keys = [b"m-k%d" % i for i in range(KEYS_PER_THREAD)]
-    peer.put_many(list(zip(keys, payloads, strict=False)))
+def _cycling(
+    get: Callable[[bytes], Any],
+    put: Callable[[bytes, Any], Any],
+    prefix: bytes,
+    op: str,
+    size: int,
+    payloads: list[bytes],
+) -> Callable[[], int]:
+    """One thread's op on one system: a get or a put of its own keys in turn (stored first)."""
+    keys = [prefix + b"-k%d" % i for i in range(KEYS_PER_THREAD)]
+    for k, v in zip(keys, payloads, strict=False):
+        put(k, v)
     state = {"i": 0}
 
     def do() -> int:
         i = state["i"] = (state["i"] + 1) % KEYS_PER_THREAD
         if op == "get":
-            if len(peer.get(keys[i])) != size:
-                raise AssertionError("wrong value")
+            got = get(keys[i])
+            if got is None or len(got) != size:
+                raise AssertionError("missing or wrong value")
         else:
-            peer.put(keys[i], payloads[i])
+            put(keys[i], payloads[i])
         return size
 
-    return [do]
-
-
-def _redis_ops(
-    redis: RedisServer, unix: bool, op: str, size: int, threads: int, payloads: list[bytes]
-) -> list[Callable[[], int]]:
-    def setup(t: int) -> Callable[[], int]:
-        r = redis.client(unix)
-        keys = [b"t%d-k%d" % (t, i) for i in range(KEYS_PER_THREAD)]
-        for k, v in zip(keys, payloads, strict=False):
-            r.set(k, v)
-        state = {"i": 0}
-
-        def do() -> int:
-            i = state["i"] = (state["i"] + 1) % KEYS_PER_THREAD
-            if op == "get":
-                if r.get(keys[i]) is None:
-                    raise AssertionError("missing value")
-            else:
-                r.set(keys[i], payloads[i])
-            return size
-
-        return do
-
-    return [setup(t) for t in range(threads)]
+    return do
 
 
 def _batches(
@@ -232,15 +195,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cases = [(s, op, th) for s in sizes for op in ("put", "get") for th in thread_counts]
                 for size, op, threads in tqdm(cases, desc=f"service {transport}", unit="case"):
                     payloads = [rng.bytes(size) for _ in range(KEYS_PER_THREAD)]
+                    work = (op, size, payloads)
                     clients = {
                         name: [Client(mem.target, local="never", data=mode) for _ in range(threads)]
                         for name, mode in (("data_plane", data), ("grpc", "never"))
                     }
                     try:
-                        systems = {n: _memstore_ops(cs, op, size, payloads) for n, cs in clients.items()}
-                        systems["redis"] = _redis_ops(redis, unix, op, size, threads, payloads)
+                        systems = {
+                            n: [_cycling(c.get, c.put, b"t%d" % t, *work) for t, c in enumerate(cs)]
+                            for n, cs in clients.items()
+                        }
+                        rs = [redis.client(unix) for _ in range(threads)]
+                        systems["redis"] = [
+                            _cycling(r.get, r.set, b"t%d" % t, *work) for t, r in enumerate(rs)
+                        ]
                         if mooncake is not None and not unix and threads == 1:
-                            systems["mooncake"] = _peer_ops(mooncake, op, size, payloads)
+                            systems["mooncake"] = [_cycling(mooncake.get, mooncake.put, b"m", *work)]
                         rates = interleaved(systems, seconds, rounds)
                     finally:
                         for c in (c for cs in clients.values() for c in cs):

@@ -51,8 +51,11 @@ class RemoteCapacityError(RemoteError, CapacityError):
 
 
 def remote_error(exc: grpc.RpcError) -> RemoteError:
-    code = exc.code()
-    details = exc.details() or ""
+    return error_of(exc.code(), exc.details() or "")
+
+
+def error_of(code: grpc.StatusCode, details: str) -> RemoteError:
+    """The error a client raises for a status, whichever path (gRPC, the data plane) answered it."""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return RemoteInvalidArgument(code, details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

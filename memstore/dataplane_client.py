@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 
 from memstore import dataplane as dp
+from memstore.client_core import RemoteError, error_of
 from memstore.errors import MemstoreError
 from memstore.local import boot_id
 from memstore.transport import discard, recv_into_exact, send_parts, unix_buffers
@@ -240,16 +241,10 @@ def _request_of(head: bytes) -> int:
 
 
 def _remote(result: pb.DataResult) -> BaseException:
-    from memstore.client_core import RemoteCapacityError, RemoteError, RemoteInvalidArgument
-
     code = dp.status_of(result)
     if code == grpc.StatusCode.UNAVAILABLE:
         return DataPlaneUnavailable(f"UNAVAILABLE: {result.message}")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return RemoteInvalidArgument(code, result.message)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RemoteCapacityError(code, result.message)
-    return RemoteError(code, result.message)
+    return error_of(code, result.message)
 
 
 MODES = ("auto", "always", "tcp", "never")  # "tcp": never the unix socket, as from another host
@@ -327,8 +322,6 @@ class DataPlane:
 
     def call(self, fn: Callable[[Connection], Any], timeout: float | None) -> Any:
         """``fn`` on a connection, within ``timeout`` seconds (DEADLINE_EXCEEDED past it)."""
-        from memstore.client_core import RemoteError
-
         conn = self._take()
         if timeout != conn.timeout:
             _set_timeout(conn.sock, timeout)
