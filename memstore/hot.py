@@ -31,10 +31,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from memstore.errors import SharedMemoryFullError
+from memstore.errors import CorruptRecordError, SharedMemoryFullError
 from memstore.policy import EvictionPolicy
 from memstore.quota import Usage
-from memstore.record import RecordMeta
+from memstore.record import RecordMeta, header_check
 from memstore.tier import Tier
 
 # Linux's MADV_POPULATE_WRITE (5.14+): fault every page in now, not on a put's first write to it.
@@ -68,6 +68,9 @@ class HotEntry:
     alloc: int  # bytes taken from the allocator
     meta: RecordMeta
     clean: bool  # an identical copy is in the cold tier: dropping this entry loses nothing
+    header: bytes  # as written: a reader compares the arena's copy with it instead of parsing it
+    seed: int  # the payload's checksum seed and expected checksum, from the header
+    digest: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,7 @@ class HotArena:
     ) -> HotEntry:
         self.view[offset : offset + len(header)] = header
         self._publish(slot, self._generation[slot], offset, length, len(header), SLOT_LIVE)
-        return HotEntry(slot, offset, length, alloc, meta, clean)
+        return HotEntry(slot, offset, length, alloc, meta, clean, header, *header_check(header))
 
     def cancel_reserved(self, slot: int, offset: int, alloc: int) -> None:
         self._publish(slot, self._generation[slot], 0, 0, 0, SLOT_FREE)
@@ -238,6 +241,14 @@ class HotArena:
     def record(self, entry: HotEntry) -> memoryview:
         """A view of the record in the arena; valid until the entry is released."""
         return self.view[entry.offset : entry.offset + entry.length]
+
+    def payload(self, entry: HotEntry) -> memoryview:
+        """A view of the entry's payload, once its header in the arena is found unchanged (the payload
+        itself is checked against ``entry.digest`` by the reader, on its copy)."""
+        start = entry.offset + len(entry.header)
+        if self.view[entry.offset : start] != entry.header:
+            raise CorruptRecordError("the record's header in the hot arena changed")
+        return self.view[start : entry.offset + entry.length]
 
     def release(self, entry: HotEntry) -> None:
         self._publish(entry.slot, self._begin(entry.slot), 0, 0, 0, SLOT_FREE)

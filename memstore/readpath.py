@@ -17,6 +17,7 @@ from typing import Any
 from memstore.codecs import RAW, decode_payload
 from memstore.cold import ColdTier
 from memstore.errors import CorruptRecordError, MemstoreError, StoreClosedError
+from memstore.hot import HotEntry
 from memstore.movement import POISON, Movement, decode, each
 from memstore.namespace import Namespace
 from memstore.pool import Pool
@@ -119,7 +120,7 @@ class ReadPath:
         back UNREAD."""
         move = self._move
         hot = move.hot
-        copies: list[tuple[Any, RecordMeta, bytes | bytearray, int, int] | None] = []
+        copies: list[tuple[HotEntry, bytes | bytearray] | None] = []
         limit = min(BATCH_COPY, max_bytes) if max_bytes else BATCH_COPY
         copied = 0
         with self._lock:
@@ -136,15 +137,15 @@ class ReadPath:
                     move.prefetched.discard(fk)
                     hot.stats.bump("prefetch_used")
                 try:
-                    meta, payload, seed, digest = split_record(hot.arena.record(found))
+                    payload = hot.arena.payload(found)
                 except CorruptRecordError:
                     copies.append(None)  # ``get`` below counts and removes it
                     continue
-                copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+                copy = bytearray(payload) if found.meta.dtype is not None else bytes(payload)
                 copied += len(copy)
                 hot.access(fk)
                 hot.stats.hits += 1
-                copies.append((found, meta, copy, seed, digest))
+                copies.append((found, copy))
         out: list[Any] = []
         total = 0
         for fk, got in zip(fks, copies, strict=True):
@@ -152,10 +153,10 @@ class ReadPath:
                 out.append(UNREAD)
                 continue
             if got is not None:
-                entry, meta, copy, seed, digest = got
+                entry, copy = got
                 try:
-                    verify_payload(copy, seed, digest)
-                    out.append(raw_to_value(copy, meta))
+                    verify_payload(copy, entry.seed, entry.digest)
+                    out.append(raw_to_value(copy, entry.meta))
                     total += len(copy)
                     continue
                 except CorruptRecordError:
@@ -188,8 +189,8 @@ class ReadPath:
             copy: bytes | bytearray | None = None
             if entry is not None:
                 try:
-                    meta, payload, seed, digest = split_record(hot.arena.record(entry))
-                    copy = bytearray(payload) if meta.dtype is not None else bytes(payload)
+                    payload = hot.arena.payload(entry)
+                    copy = bytearray(payload) if entry.meta.dtype is not None else bytes(payload)
                     hot.access(fk)
                     hot.stats.hits += 1
                 except CorruptRecordError:
@@ -198,8 +199,8 @@ class ReadPath:
             try:
                 if copy is None:
                     raise CorruptRecordError("bad header in the hot arena")
-                verify_payload(copy, seed, digest)
-                return raw_to_value(copy, meta)
+                verify_payload(copy, entry.seed, entry.digest)
+                return raw_to_value(copy, entry.meta)
             except CorruptRecordError:
                 with self._lock:
                     hot.stats.checksum_failures += 1

@@ -114,6 +114,12 @@ def split_record(buf: bytes | bytearray | memoryview) -> tuple[RecordMeta, memor
     return RecordMeta(codec, raw_len, dtype, shape), view[header_len:], seed, digest
 
 
+def header_check(header: bytes) -> tuple[int, int]:
+    """(checksum seed, expected checksum) of a header this process packed (``pack_header``)."""
+    seed = xxhash.xxh3_64_intdigest(header[:24] + header[FIXED_SIZE:])
+    return seed, int.from_bytes(header[24:32], "little")
+
+
 def verify_payload(payload: bytes | bytearray | memoryview, seed: int, digest: int) -> None:
     if xxhash.xxh3_64_intdigest(payload, seed=seed) != digest:
         raise CorruptRecordError("checksum mismatch")

@@ -1,8 +1,9 @@
 """Protobuf wire format for the bulk messages (PutChunk, GetChunk), without copying their data.
 
-The small header fields go through the generated classes; the ``data`` field (number 15, always last)
-is appended or sliced as raw bytes. The result is ordinary protobuf: any other client can parse it
-with its own library. Only the bulk path uses this; every other message uses ``memstore.v1``.
+The small header fields go through the generated classes; the ``data`` field (number 15) is appended
+last when encoding, and found wherever it is when parsing, as raw bytes. The result is ordinary
+protobuf: any other client can parse it with its own library. Only the bulk path uses this; every
+other message uses ``memstore.v1``.
 """
 
 from __future__ import annotations
@@ -48,43 +49,69 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def split_data(raw: bytes | memoryview) -> tuple[memoryview, memoryview]:
-    """Split an encoded message into (other fields, data field's bytes).
+def _skip(buf: memoryview, pos: int, kind: int, field: int, depth: int = 0) -> int:
+    """The position after a field's value of wire type ``kind`` (groups skipped whole, as unknown)."""
+    if kind == 0:
+        return _read_varint(buf, pos)[1]
+    if kind == 1:
+        return pos + 8
+    if kind == 5:
+        return pos + 4
+    if kind == 2:
+        length, pos = _read_varint(buf, pos)
+        return pos + length
+    if kind == 3 and depth < 32:  # a (deprecated) group: fields up to its end tag
+        while True:
+            tag, pos = _read_varint(buf, pos)
+            if tag & 7 == 4:
+                if tag >> 3 != field:
+                    raise WireError("mismatched end of group")
+                return pos
+            pos = _skip(buf, pos, tag & 7, tag >> 3, depth + 1)
+            if pos > len(buf):
+                raise WireError("truncated message")
+    raise WireError(f"unsupported wire type {kind}")
 
-    Walks the top-level fields; every field but the data field stays in the first part, which the
-    caller parses with the generated class. Repeated data fields are refused.
+
+def split_data(raw: bytes | memoryview) -> tuple[bytes | memoryview, memoryview]:
+    """Split an encoded message into (its other fields, the data field's bytes).
+
+    Walks the top-level fields in whatever order they come, as any protobuf parser accepts them:
+    every field but the data field (unknown ones included) goes to the first part, which the caller
+    parses with the generated class; if the data field appears more than once, the last one counts,
+    as protobuf's rule for a singular field says. Only the data field's bytes are never copied.
     """
     buf = memoryview(raw)
     pos = 0
-    header_end = len(buf)
     data = memoryview(b"")
-    seen = False
+    data_span: tuple[int, int] | None = None
+    dropped: list[tuple[int, int]] = []  # spans of data fields, left out of the header
     while pos < len(buf):
         start = pos
         tag, pos = _read_varint(buf, pos)
         field, kind = tag >> 3, tag & 7
         if field == 0:
             raise WireError("field number 0")
-        if kind == 0:
-            _, pos = _read_varint(buf, pos)
-        elif kind == 1:
-            pos += 8
-        elif kind == 5:
-            pos += 4
-        elif kind == 2:
+        if field == DATA_FIELD and kind == 2:
             length, pos = _read_varint(buf, pos)
-            if field == DATA_FIELD:
-                if seen or pos + length != len(buf):
-                    raise WireError("the data field must appear once, last")
-                data = buf[pos : pos + length]
-                header_end = start
-                seen = True
+            data = buf[pos : pos + length]
+            data_span = (start, pos + length)
+            dropped.append(data_span)
             pos += length
         else:
-            raise WireError(f"unsupported wire type {kind}")
+            pos = _skip(buf, pos, kind, field)
         if pos > len(buf):
             raise WireError("truncated message")
-    return buf[:header_end], data
+    if data_span is None:
+        return buf, data
+    if len(dropped) == 1 and dropped[0][1] == len(buf):  # the usual layout: data last, header a view
+        return buf[: dropped[0][0]], data
+    kept, at = [], 0
+    for a, b in dropped:
+        kept.append(buf[at:a])
+        at = b
+    kept.append(buf[at:])
+    return b"".join(kept), data
 
 
 def parse_chunk(cls: type[M], raw: bytes | memoryview) -> tuple[M, memoryview]:

@@ -188,6 +188,14 @@ MUTANTS = [
         "h = hashlib.sha256(le[i * block_tokens : (i + 1) * block_tokens].tobytes() + extra)",
         ("tests/test_kv.py",),
     ),
+    Mutant(
+        "hot-header-unchecked",
+        "integrity: a hot read finds the record's header in the arena as it was written",
+        "memstore/hot.py",
+        "        if self.view[entry.offset : start] != entry.header:",
+        "        if False:",
+        ("tests/test_corruption.py",),
+    ),
 ]
 
 

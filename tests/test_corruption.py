@@ -119,6 +119,19 @@ def test_flipped_bytes_in_hot_arena_are_detected(tmp_path, seed) -> None:  # typ
                 assert s.get(key) == value
 
 
+def test_a_changed_header_in_hot_arena_is_detected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A reader checks the arena's header against the one written, not only the payload: a flipped
+    shape or length byte would otherwise hand back a value of another shape."""
+    with open_store(str(tmp_path / "s")) as s:
+        s.put(b"a", np.arange(64, dtype=np.float32).reshape(8, 8))
+        s.put(b"b", b"x" * 100)
+        entry = s.hot.index[b"\x07defaulta"]
+        s.hot.arena.mm[entry.offset + 33] ^= 0x01  # inside the header, past the fixed fields
+        assert s.get(b"a") is None
+        assert s.stats()["hot"]["checksum_failures"] == 1
+        assert s.get(b"b") == b"x" * 100
+
+
 def test_corrupt_hot_copy_falls_back_to_clean_cold_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with open_store(str(tmp_path / "s")) as s:
         s.create_namespace("p", durability="persistent")

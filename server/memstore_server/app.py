@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from memstore import TieredStore
 from memstore.errors import ColdResizeError, SharedMemoryFullError, StoreLockedError
@@ -86,6 +86,21 @@ class RunningServer:
         self.service.limits.close()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _reflection_v1(names: tuple[str, ...]) -> grpc.GenericRpcHandler:
+    """``grpc.reflection.v1``, which newer tools ask for first, beside the ``v1alpha`` that grpcio
+    ships: the two packages' messages are the same on the wire, so one servicer answers both."""
+    servicer = reflection.ReflectionServicer(names)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info})
+
+
 def create_server(
     store: TieredStore,
     listen: str = "127.0.0.1:0",
@@ -144,8 +159,10 @@ def create_server(
         pb.DESCRIPTOR.services_by_name["Memory"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
+        REFLECTION_V1,
     )
     reflection.enable_server_reflection(names, server)
+    server.add_generic_rpc_handlers((_reflection_v1(names),))
     if tls is not None:  # (certificate chain, private key, client CA or None) as PEM file paths
         cert, key, client_ca = (open(p, "rb").read() if p else None for p in tls)  # noqa: SIM115
         creds = grpc.ssl_server_credentials(
