@@ -12,6 +12,7 @@ import grpc.aio
 
 from memstore import client_core as core
 from memstore.client_core import MAX_MESSAGE_BYTES, RemoteError, Unary
+from memstore.explain import Explanation
 from memstore.local import LocalArena, writable_bytes
 
 R = TypeVar("R")
@@ -122,11 +123,12 @@ class AsyncClient(core.ClientBase):
         value_dtype: str | None = None,
         value_shape: Iterable[int] | None = None,
         shared: bool = False,
+        identity: str = "",
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Create a namespace (or confirm an identical one); see ``Client.create_namespace``."""
         op = core.create_namespace_call(
-            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared
+            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
         )
         return await self._run(op, timeout)
 
@@ -237,6 +239,12 @@ class AsyncClient(core.ClientBase):
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
         return await self._run(core.contains_call(keys, ns), timeout)
+
+    async def explain(
+        self, key: bytes, *, ns: str = "default", identity: Any = None, timeout: float | None = None
+    ) -> Explanation:
+        """What the server knows of a key; see ``Client.explain``."""
+        return await self._run(core.explain_call(key, ns, identity), timeout)
 
     async def tiers(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None

@@ -8,9 +8,11 @@ does not answer). ``--debug`` (or ``MEMSTORE_DEBUG=1``) shows the traceback inst
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from memstore_server.config import human_size
@@ -59,7 +61,8 @@ def _stats_target(args: argparse.Namespace) -> str:
     return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"  # IPv6 in brackets
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _remote(args: argparse.Namespace, call: Callable[[Any], Any]) -> tuple[str, Any]:
+    """``call(client)`` on the server ``args`` name, its failures as one line a person can act on."""
     import grpc
 
     from memstore.client import Client, RemoteError
@@ -69,7 +72,7 @@ def _stats(args: argparse.Namespace) -> int:
         with Client(
             target, timeout=args.timeout, retries=0, token=args.token or os.environ.get("MEMSTORE_TOKEN")
         ) as client:
-            st = client.stats()
+            return target, call(client)
     except RemoteError as exc:
         if exc.code == grpc.StatusCode.UNAVAILABLE:
             raise _Failure(
@@ -83,8 +86,25 @@ def _stats(args: argparse.Namespace) -> int:
                 f"{target} refused the token ({exc.details}): pass a valid one with --token or MEMSTORE_TOKEN"
             ) from None
         raise _Failure(f"{target} answered {exc.code.name}: {exc.details}") from None
+
+
+def _stats(args: argparse.Namespace) -> int:
+    target, st = _remote(args, lambda client: client.stats())
     _print_stats(target, st)
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    try:
+        key = bytes.fromhex(args.key) if args.hex else args.key.encode()
+    except ValueError:
+        raise _Usage(f"--hex: {args.key!r} is not hexadecimal") from None
+    _, got = _remote(args, lambda client: client.explain(key, ns=args.ns, identity=args.identity))
+    if args.json:
+        print(json.dumps(got.as_dict(), indent=2, sort_keys=True))
+    else:
+        print(f"{args.ns}/{args.key}: {got.message()}")
+    return 0 if got.found else 3
 
 
 def _print_stats(target: str, st: dict[str, Any]) -> None:
@@ -237,7 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = _Parser(prog="memstore", description="The memory layer of LLM inference.", parents=[common])
     parser.add_argument("--version", action="version", version=f"memstore {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,stats,token,check,salvage}")
+    commands = "{serve,stats,explain,token,check,salvage}"
+    sub = parser.add_subparsers(dest="command", required=True, metavar=commands)
     serve = sub.add_parser(
         "serve",
         parents=[common],
@@ -281,9 +302,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"HOST:PORT or unix:PATH (default MEMSTORE_LISTEN, else --config's listen, {DEFAULT_TARGET})",
     )
-    stats.add_argument("--config", help="the server's TOML file, to take its listen address")
-    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
-    stats.add_argument("--token", default=None, help="bearer token (or MEMSTORE_TOKEN)")
+    explain = sub.add_parser(
+        "explain", parents=[common], help="why a key is or is not in a running server (exit 3: not)"
+    )
+    explain.add_argument("key", help="the key, as text (or hexadecimal with --hex)")
+    explain.add_argument("--ns", default="default", help="its namespace (default: default)")
+    explain.add_argument("--hex", action="store_true", help="KEY is hexadecimal (KV block keys)")
+    explain.add_argument(
+        "--identity", default=None, help="your identity as JSON: how the nearest namespace's differs"
+    )
+    explain.add_argument("--json", action="store_true", help="print the answer as JSON")
+    explain.add_argument("--target", default=None, help="HOST:PORT or unix:PATH, found as for stats")
+    for p in (stats, explain):
+        p.add_argument("--config", help="the server's TOML file, to take its listen address")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+        p.add_argument("--token", default=None, help="bearer token (or MEMSTORE_TOKEN)")
     check = sub.add_parser(
         "check", parents=[common], help="verify every record of a data dir (of a stopped server)"
     )
@@ -318,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "explain":
+            return _explain(args)
         return _serve(args) if args.command == "serve" else _stats(args)
     except KeyboardInterrupt:
         return 130

@@ -29,6 +29,7 @@ from memstore.client_core import (
     Unary,
 )
 from memstore.dataplane_client import DataPlane, DataPlaneUnavailable
+from memstore.explain import Explanation
 from memstore.local import LocalArena, writable_bytes
 
 __all__ = [
@@ -214,12 +215,13 @@ class Client(core.ClientBase):
         value_dtype: str | None = None,
         value_shape: Iterable[int] | None = None,
         shared: bool = False,
+        identity: str = "",
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Create a namespace (or confirm an identical one). ``value_dtype``/``value_shape`` make every
         value an array of exactly that layout (KV-cache namespaces)."""
         op = core.create_namespace_call(
-            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared
+            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
         )
         return self._run(op, timeout)
 
@@ -341,6 +343,13 @@ class Client(core.ClientBase):
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
         return self._run(core.contains_call(keys, ns), timeout)
+
+    def explain(
+        self, key: bytes, *, ns: str = "default", identity: Any = None, timeout: float | None = None
+    ) -> Explanation:
+        """What the server knows of a key: its tier, or why no tier holds it (``memstore.explain``);
+        ``identity`` (a KVIdentity, dict or JSON) also names how the nearest namespace's differs."""
+        return self._run(core.explain_call(key, ns, identity), timeout)
 
     def tiers(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None

@@ -8,6 +8,7 @@ message or parses an answer itself.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import OrderedDict
@@ -20,6 +21,7 @@ import numpy as np
 import xxhash
 
 from memstore.errors import CapacityError, MemstoreError
+from memstore.explain import Explanation, identity_dict
 from memstore.local import LocalArena, LocalUnavailable
 from memstore.record import raw_to_value, value_to_raw
 from memstore.tier import TIER_COUNTERS
@@ -121,6 +123,7 @@ def _namespace_request(
     value_dtype: str | None,
     value_shape: Iterable[int] | None,
     shared: bool = False,
+    identity: str = "",
 ) -> bytes:
     if durability not in _DURABILITY:
         raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
@@ -130,6 +133,7 @@ def _namespace_request(
         warm_codec=warm_codec,
         cold_codec=cold_codec,
         shared=shared,
+        identity=identity,
     )
     if value_dtype is not None:
         req.value_layout.dtype = value_dtype
@@ -164,6 +168,7 @@ def _namespace_answer(raw: bytes) -> dict[str, Any]:
         "warm_codec": ns.warm_codec,
         "cold_codec": ns.cold_codec,
         "shared": ns.shared,
+        "identity": ns.identity,
     }
 
 
@@ -415,6 +420,7 @@ _METHODS = {  # RPC name -> (attribute, cardinality)
     "LocalPutBegin": ("_local_put_begin", "unary_unary"),
     "LocalPutCommit": ("_local_put_commit", "unary_unary"),
     "OpenData": ("_open_data", "unary_unary"),
+    "Explain": ("_explain", "unary_unary"),
 }
 
 
@@ -438,6 +444,7 @@ class ClientBase:
     _local_put_begin: Any
     _local_put_commit: Any
     _open_data: Any
+    _explain: Any
 
     def _setup(
         self, channel: Any, target: str, timeout: float | None, retries: int, backoff: float, local: str
@@ -493,9 +500,34 @@ def create_namespace_call(
     value_dtype: str | None,
     value_shape: Iterable[int] | None,
     shared: bool = False,
+    identity: str = "",
 ) -> Unary[dict[str, Any]]:
-    req = _namespace_request(name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared)
+    req = _namespace_request(
+        name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
+    )
     return Unary("_create_namespace", req, _namespace_answer)
+
+
+def explain_call(key: bytes, ns: str, identity: Any) -> Unary[Explanation]:
+    if identity is not None and not isinstance(identity, str):
+        identity = json.dumps(identity_dict(identity), sort_keys=True, separators=(",", ":"))
+    req = pb.ExplainRequest(namespace=ns, key=key, identity=identity or "").SerializeToString()
+
+    def parse(raw: bytes) -> Explanation:
+        r = pb.ExplainResponse.FromString(raw)
+        return Explanation(
+            ns or "default",
+            key,
+            r.state,
+            r.tier,
+            r.policy,
+            None if r.seconds_ago < 0 else r.seconds_ago,
+            r.detail,
+            r.nearest_namespace,
+            {d.field: (json.loads(d.asked), json.loads(d.stored)) for d in r.differences},
+        )
+
+    return Unary("_explain", req, parse)
 
 
 def delete_call(keys: Iterable[bytes], ns: str) -> Unary[list[bool]]:

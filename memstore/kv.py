@@ -147,6 +147,7 @@ class KVCache:
             value_dtype=identity.storage_dtype,
             value_shape=identity.block_shape,
             shared=shared,  # through the server's pool, when it has one (memstore serve --pool)
+            identity=identity.canonical_json().decode(),  # what explain compares a miss against
         )
 
     def keys(self, tokens: Sequence[int] | np.ndarray, *, extra: bytes = b"") -> list[bytes]:
@@ -158,6 +159,16 @@ class KVCache:
         tiers = self.client.tiers(keys, ns=self.ns) if keys else []
         n = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
         return PrefixHit(n, n * self.identity.block_tokens, tiers[:n])
+
+    def explain(self, tokens: Sequence[int] | np.ndarray) -> Any:
+        """Why the cached prefix of ``tokens`` ends where it does: the server's explanation
+        (``memstore.explain.Explanation``) of the first full block no tier holds, with this identity
+        compared against the tenant's other KV namespaces; None when every full block is stored."""
+        keys = self.keys(tokens)
+        hit = self.lookup(tokens)
+        if hit.blocks == len(keys):
+            return None
+        return self.client.explain(keys[hit.blocks], ns=self.ns, identity=self.identity)
 
     def put_blocks(
         self, tokens: Sequence[int] | np.ndarray, blocks: Sequence[np.ndarray] | np.ndarray, *, start: int = 0

@@ -332,15 +332,15 @@ class MemoryStore:
     def _alive(self, rec: MemoryRecord, now: float) -> bool:
         return not rec.deleted and (rec.expires_at is None or rec.expires_at > now)
 
-    def get(self, namespace: Sequence[str], key: str) -> MemoryRecord | None:
-        """The current record, or None; a read refreshes the record's TTL."""
+    def get(self, namespace: Sequence[str], key: str, *, refresh: bool = True) -> MemoryRecord | None:
+        """The current record, or None; a read refreshes the record's TTL unless ``refresh=False``."""
         ns = check_namespace(namespace)
         now = self.clock()
         with self._lock:
             rec = self._live.get((ns, key))
             if rec is None or not self._alive(rec, now):
                 return None
-            if rec.ttl:
+            if rec.ttl and refresh:
                 rec.expires_at = now + rec.ttl
             h, t = self._heat.get((ns, key), (0.0, now))
             self._heat[(ns, key)] = (h * 0.5 ** ((now - t) / self.HEAT_HALF_LIFE) + 1.0, now)

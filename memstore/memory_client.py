@@ -63,8 +63,10 @@ class _Requests:
         return list(pb.MemoryPutResponse.FromString(raw).versions)
 
     @staticmethod
-    def get(keys: Iterable[tuple[Sequence[str], str]]) -> bytes:
-        return pb.MemoryGetRequest(keys=[_key(ns, k) for ns, k in keys]).SerializeToString()
+    def get(keys: Iterable[tuple[Sequence[str], str]], refresh: bool = True) -> bytes:
+        return pb.MemoryGetRequest(
+            keys=[_key(ns, k) for ns, k in keys], no_refresh=not refresh
+        ).SerializeToString()
 
     @staticmethod
     def records_or_none(raw: bytes) -> builtins.list[MemoryRecord | None]:
@@ -184,11 +186,14 @@ class MemoryClient:
     def put_many(self, items: Iterable[dict[str, Any]]) -> builtins.list[int]:
         return _Requests.versions(self._call("Put", _Requests.put(items)))
 
-    def get(self, namespace: Sequence[str], key: str) -> MemoryRecord | None:
-        return self.get_many([(namespace, key)])[0]
+    def get(self, namespace: Sequence[str], key: str, *, refresh: bool = True) -> MemoryRecord | None:
+        return self.get_many([(namespace, key)], refresh=refresh)[0]
 
-    def get_many(self, keys: Iterable[tuple[Sequence[str], str]]) -> builtins.list[MemoryRecord | None]:
-        return _Requests.records_or_none(self._call("Get", _Requests.get(keys)))
+    def get_many(
+        self, keys: Iterable[tuple[Sequence[str], str]], *, refresh: bool = True
+    ) -> builtins.list[MemoryRecord | None]:
+        """Current records or None; a read refreshes their TTLs unless ``refresh=False``."""
+        return _Requests.records_or_none(self._call("Get", _Requests.get(keys, refresh)))
 
     def delete(self, namespace: Sequence[str], key: str, *, hard: bool = False) -> bool:
         raw = self._call("Delete", _Requests.delete([(namespace, key)], hard))
@@ -297,11 +302,13 @@ class AsyncMemoryClient:
     async def put_many(self, items: Iterable[dict[str, Any]]) -> builtins.list[int]:
         return _Requests.versions(await self._call("Put", _Requests.put(items)))
 
-    async def get(self, namespace: Sequence[str], key: str) -> MemoryRecord | None:
-        return (await self.get_many([(namespace, key)]))[0]
+    async def get(self, namespace: Sequence[str], key: str, *, refresh: bool = True) -> MemoryRecord | None:
+        return (await self.get_many([(namespace, key)], refresh=refresh))[0]
 
-    async def get_many(self, keys: Iterable[tuple[Sequence[str], str]]) -> builtins.list[MemoryRecord | None]:
-        return _Requests.records_or_none(await self._call("Get", _Requests.get(keys)))
+    async def get_many(
+        self, keys: Iterable[tuple[Sequence[str], str]], *, refresh: bool = True
+    ) -> builtins.list[MemoryRecord | None]:
+        return _Requests.records_or_none(await self._call("Get", _Requests.get(keys, refresh)))
 
     async def delete(self, namespace: Sequence[str], key: str, *, hard: bool = False) -> bool:
         raw = await self._call("Delete", _Requests.delete([(namespace, key)], hard))

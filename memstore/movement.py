@@ -33,6 +33,7 @@ from memstore.admission import Admission
 from memstore.codecs import RAW, Codec, codec_named, decode_payload
 from memstore.cold import ColdEntry, ColdIndex, ColdTier, lmdb_cost
 from memstore.errors import CapacityError, CorruptRecordError, PersistentFullError, QuotaExceededError
+from memstore.explain import Removals
 from memstore.hot import HotEntry, HotTier
 from memstore.namespace import Namespace, Namespaces
 from memstore.quota import QuotaGuard
@@ -106,6 +107,7 @@ class Movement:
         self.pinned: set[bytes] = set()
         self.parents: dict[bytes, bytes] = {}  # key -> the key it extends in a prefix chain, when told
         self.prefetched: set[bytes] = set()  # promoted by a prefetch and not read since
+        self.removals = Removals()
 
     # ---- placement ------------------------------------------------------------------------------
 
@@ -319,6 +321,7 @@ class Movement:
         return True
 
     def evict_cold(self, fk: bytes) -> bool:
+        self.removals.note(fk, "evicted", "cold", policy=self.cold.policy.name)
         self.cold.policy.evict(fk)
         self.drop_cold(fk, durable=False)
         self.parents.pop(fk, None)
@@ -423,6 +426,7 @@ class Movement:
         self.drop_upper(fk)
         self.prefetched.discard(fk)
         if entry is not None and not entry.clean:  # no copy is left: the value leaves the store
+            self.removals.note(fk, "quarantined", tier, detail=str(exc))
             self.parents.pop(fk, None)
             self.pinned.discard(fk)
 

@@ -32,6 +32,9 @@ class Namespace:
     value_shape: tuple[int, ...] | None = None
     # Published to the pool (memstore.pool) and read from it on a miss, when the store has one.
     shared: bool = False
+    # What the values were made by, as canonical JSON (KV namespaces: their KVIdentity), or "": it
+    # decides nothing in the store, and lets ``memstore explain`` name the fields two namespaces differ in.
+    identity: str = ""
 
     @property
     def prefix(self) -> bytes:
@@ -60,6 +63,8 @@ class Namespace:
             opts["value_shape"] = list(self.value_shape or ())
         if self.shared:
             opts["shared"] = True
+        if self.identity:
+            opts["identity"] = self.identity
         return opts
 
     def check_value(self, dtype: str | None, shape: tuple[int, ...] | None) -> None:
@@ -103,6 +108,7 @@ class Namespace:
         value_dtype: str | None,
         value_shape: Iterable[int] | None,
         shared: bool = False,
+        identity: str = "",
     ) -> Namespace:
         """A namespace from a caller's options, each checked (``InvalidNamespaceError`` names the bad one)."""
         tenancy.owner(name)  # a name the store can hold: NAME, TENANT#NAME or TENANT!NAME
@@ -125,7 +131,9 @@ class Namespace:
             raise InvalidNamespaceError(
                 "a shared namespace is a cache namespace (the pool evicts and expires)"
             )
-        return cls(name, durability, warm_codec, cold_codec, value_dtype, shape, bool(shared))  # type: ignore[arg-type]
+        if identity:
+            _check_identity(identity)
+        return cls(name, durability, warm_codec, cold_codec, value_dtype, shape, bool(shared), identity)  # type: ignore[arg-type]
 
     @classmethod
     def from_meta(cls, key: bytes, value: bytes) -> Namespace:
@@ -162,9 +170,11 @@ class Namespaces:
         if old is not None:
             if old == ns:
                 return old
-            if replace(old, shared=ns.shared) != ns:
+            if replace(old, shared=ns.shared, identity=ns.identity or old.identity) != ns:
                 raise InvalidNamespaceError(f"namespace {ns.name!r} exists with options {old.options()}")
-            # Sharing is how a deployment uses a namespace, not what its records are: it may change.
+            # Sharing is how a deployment uses a namespace, not what its records are: it may change;
+            # an identity may be added to a namespace made without one.
+            ns = replace(ns, identity=ns.identity or old.identity)
         writer.put_meta(*ns.meta_entry())
         self.add(ns)
         return ns
@@ -189,6 +199,20 @@ class Namespaces:
 
     def is_live(self, ns: Namespace) -> bool:
         return self.by_prefix.get(ns.prefix) is ns
+
+
+MAX_IDENTITY = 4096
+
+
+def _check_identity(identity: str) -> None:
+    if len(identity.encode()) > MAX_IDENTITY:
+        raise InvalidNamespaceError(f"an identity is at most {MAX_IDENTITY} bytes of JSON")
+    try:
+        parsed = json.loads(identity)
+    except ValueError as exc:
+        raise InvalidNamespaceError(f"an identity is a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidNamespaceError("an identity is a JSON object")
 
 
 def check_key(key: object) -> bytes:

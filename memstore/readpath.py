@@ -165,6 +165,7 @@ class ReadPath:
                         hot.stats.hits -= 1
                         if hot.get(fk) is entry:
                             move.drop_upper(fk)
+                            _quarantined(move, fk, "hot", entry.clean)
                     if not entry.clean:
                         out.append(None)
                         continue
@@ -207,6 +208,7 @@ class ReadPath:
                     hot.stats.hits -= copy is not None
                     if hot.get(fk) is entry:
                         move.drop_upper(fk)
+                        _quarantined(move, fk, "hot", entry.clean)
                 if not entry.clean:
                     return None
         with self._lock:
@@ -221,6 +223,7 @@ class ReadPath:
                     warm.stats.checksum_failures += 1
                     if warm.get(fk) is w:
                         move.drop_upper(fk)
+                        _quarantined(move, fk, "warm", w.clean)
                 if not w.clean:
                     return None
             else:
@@ -249,6 +252,7 @@ class ReadPath:
             with self._lock:
                 cold.stats.checksum_failures += 1
                 fut = move.drop_cold(fk, durable=ns.persistent)  # quarantine: never served again
+                _quarantined(move, fk, "cold", False)
             if fut is not None:
                 with contextlib.suppress(MemstoreError):
                     fut.result()
@@ -264,6 +268,12 @@ class ReadPath:
             if promote and not self._closed() and fk in cold and fk not in move.hot and fk not in move.warm:
                 move.promote(fk, raw, meta, clean=True, from_warm=False)
         return raw_to_value(raw, meta)
+
+
+def _quarantined(move: Movement, fk: bytes, tier: str, copy_below: bool) -> None:
+    """A record that failed its checks was removed: what explain says once no copy is left."""
+    if not copy_below:
+        move.removals.note(fk, "quarantined", tier, detail="checksum mismatch")
 
 
 def _checked(record: bytes) -> tuple[RecordMeta, bytes | bytearray] | None:

@@ -138,6 +138,7 @@ class TieredStore:
         self._move = Movement(
             *tiers, self._quotas, self._admission, self._namespaces, self._compactor.enqueue
         )
+        self.removals = self._move.removals  # what ``memstore.explain`` tells of keys no tier holds
         self.local = LocalPath(self, Reservations(self._move, usage))
         migrate(self._cold.env, self._cold.records, self._cold.meta, self._cold.lengths)  # older dirs, once
         self._namespaces.load(self._cold)
@@ -173,13 +174,16 @@ class TieredStore:
         value_dtype: str | None = None,
         value_shape: tuple[int, ...] | list[int] | None = None,
         shared: bool = False,
+        identity: str = "",
     ) -> Namespace:
         """Create a namespace, or return it if it exists with the same options.
 
         ``value_dtype``/``value_shape`` make every value of the namespace an array of exactly that kind
         (KV-cache namespaces use one block's layout); anything else is refused.
         """
-        ns = Namespace.checked(name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared)
+        ns = Namespace.checked(
+            name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity=identity
+        )
         with self._lock:
             self._check_open()
             return self._namespaces.create(ns, self._cold)
@@ -204,6 +208,7 @@ class TieredStore:
             for fk in keys:
                 futures.extend(self._forget(fk, durable=namespace.persistent))
             self._namespaces.drop(namespace)
+            self.removals.note_namespace(name)
             futures.append((b"", self._cold.submit_meta_delete(b"ns:" + name.encode())))
         self._wait(futures, persistent=True)
         return len(keys)
@@ -306,6 +311,8 @@ class TieredStore:
             self._check_open()
             self._move.reconcile()
             existed = self._move.holds(fk)
+            if existed:
+                self.removals.note(fk, "deleted", self._move.tier_of(fk) or "")
             waits = self._forget(fk, durable=namespace.persistent)
             if not waits and namespace.persistent:
                 # The file may hold a value the index dropped (a put that failed after its commit):

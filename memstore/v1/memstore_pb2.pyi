@@ -48,20 +48,22 @@ BEST_EFFORT: PrefetchMode
 TIMEOUT: PrefetchMode
 
 class CreateNamespaceRequest(_message.Message):
-    __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout", "shared")
+    __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout", "shared", "identity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DURABILITY_FIELD_NUMBER: _ClassVar[int]
     WARM_CODEC_FIELD_NUMBER: _ClassVar[int]
     COLD_CODEC_FIELD_NUMBER: _ClassVar[int]
     VALUE_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     SHARED_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     durability: Durability
     warm_codec: str
     cold_codec: str
     value_layout: ArrayInfo
     shared: bool
-    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ..., value_layout: _Optional[_Union[ArrayInfo, _Mapping]] = ..., shared: _Optional[bool] = ...) -> None: ...
+    identity: str
+    def __init__(self, name: _Optional[str] = ..., durability: _Optional[_Union[Durability, str]] = ..., warm_codec: _Optional[str] = ..., cold_codec: _Optional[str] = ..., value_layout: _Optional[_Union[ArrayInfo, _Mapping]] = ..., shared: _Optional[bool] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class CreateNamespaceResponse(_message.Message):
     __slots__ = ("namespace",)
@@ -458,10 +460,12 @@ class MemoryKey(_message.Message):
     def __init__(self, namespace: _Optional[_Iterable[str]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class MemoryGetRequest(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "no_refresh")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    NO_REFRESH_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[MemoryKey]
-    def __init__(self, keys: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ...) -> None: ...
+    no_refresh: bool
+    def __init__(self, keys: _Optional[_Iterable[_Union[MemoryKey, _Mapping]]] = ..., no_refresh: _Optional[bool] = ...) -> None: ...
 
 class MemoryGetEntry(_message.Message):
     __slots__ = ("found", "record")
@@ -710,3 +714,43 @@ class DataResult(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[DataItem]
     stored: int
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., items: _Optional[_Iterable[_Union[DataItem, _Mapping]]] = ..., stored: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("namespace", "key", "identity")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: bytes
+    identity: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[bytes] = ..., identity: _Optional[str] = ...) -> None: ...
+
+class IdentityDifference(_message.Message):
+    __slots__ = ("field", "asked", "stored")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ASKED_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    asked: str
+    stored: str
+    def __init__(self, field: _Optional[str] = ..., asked: _Optional[str] = ..., stored: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("state", "tier", "policy", "seconds_ago", "detail", "nearest_namespace", "differences", "message")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_AGO_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    tier: str
+    policy: str
+    seconds_ago: float
+    detail: str
+    nearest_namespace: str
+    differences: _containers.RepeatedCompositeFieldContainer[IdentityDifference]
+    message: str
+    def __init__(self, state: _Optional[str] = ..., tier: _Optional[str] = ..., policy: _Optional[str] = ..., seconds_ago: _Optional[float] = ..., detail: _Optional[str] = ..., nearest_namespace: _Optional[str] = ..., differences: _Optional[_Iterable[_Union[IdentityDifference, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from prometheus_client import CollectorRegistry
 
 from memstore import TieredStore
 from memstore.errors import ColdResizeError, SharedMemoryFullError, StoreLockedError
@@ -42,6 +43,7 @@ from memstore_server.dataplane import DataPlane
 from memstore_server.limits import bulk_streams_for
 from memstore_server.memory_servicer import SERVICE as MEMORY_SERVICE
 from memstore_server.memory_servicer import MemoryService
+from memstore_server.metrics import CallMetrics, MetricsServer, StoreCollector
 from memstore_server.servicer import SERVICE, Limits, StoreService
 
 log = logging.getLogger("memstore.server")
@@ -62,6 +64,7 @@ class RunningServer:
     health: health.HealthServicer
     memory: MemoryService
     dataplane: DataPlane | None = None
+    metrics: MetricsServer | None = None
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish within ``grace`` seconds.
@@ -84,6 +87,8 @@ class RunningServer:
         self.server.stop(max(0.0, grace - (time.monotonic() - start))).wait()
         self.memory.close()
         self.service.limits.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -115,13 +120,16 @@ def create_server(
     data_listen: str = "auto",
     data_connections: int = 64,
     data_idle: float = 300.0,
+    metrics_listen: str = "",
 ) -> RunningServer:
     """A started server for ``store``; bind port 0 (or a unix socket) in tests. Returns the bound port.
 
     ``data_listen``: the data plane's TCP address (HOST:PORT), "auto" for a free port on the gRPC host
-    (with a unix socket for clients on this host), or "off"."""
+    (with a unix socket for clients on this host), or "off". ``metrics_listen``: HOST:PORT of Prometheus
+    ``/metrics`` (port 0: a free one, in ``RunningServer.metrics.port``), or "" for none."""
     mutual_tls = tls is not None and tls[2] is not None
-    interceptors = []
+    registry = CollectorRegistry(auto_describe=True)
+    interceptors: list[grpc.ServerInterceptor] = [CallMetrics(registry)] if metrics_listen else []
     if auth_tokens or mutual_tls:
         # Without a tokens file, mutual TLS alone authenticates: a certificate that names no tenant is
         # the default tenant's admin, as the CA vouches for it.
@@ -183,15 +191,21 @@ def create_server(
             connection_idle=data_idle,
         )
         service.dataplane = dataplane
+    metrics = None
     try:
+        if metrics_listen:
+            registry.register(StoreCollector(store, dataplane))
+            metrics = MetricsServer(metrics_listen, registry)
         server.start()
     except BaseException:
         if dataplane is not None:
             dataplane.close()
+        if metrics is not None:
+            metrics.close()
         raise
     for name in ("", SERVICE, MEMORY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer, memory, dataplane)
+    return RunningServer(server, port, service, health_servicer, memory, dataplane, metrics)
 
 
 def data_address(data_listen: str, listen: str) -> tuple[str, int]:
@@ -274,6 +288,7 @@ def serve(config: ServerConfig) -> int:
             data_listen=config.data_listen,
             data_connections=config.data_connections,
             data_idle=config.data_idle_timeout,
+            metrics_listen=config.metrics_listen,
         )
     except BaseException:
         store.close()

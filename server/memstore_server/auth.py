@@ -57,6 +57,7 @@ NEEDS: dict[str, str] = {
     "ListNamespaces": "read",
     "History": "read",
     "Search": "read",
+    "Explain": "read",
     "DeleteNamespace": "admin",
     # The shared-memory path maps the whole arena (every tenant's hot records): admin only.
     "OpenLocal": "admin",

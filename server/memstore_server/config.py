@@ -126,6 +126,12 @@ SETTINGS: list[tuple[str, str, Any, str]] = [
         300.0,
         "seconds a data-plane connection may send no frame before it is closed",
     ),
+    (
+        "metrics_listen",
+        "str",
+        "",
+        "HOST:PORT to serve Prometheus metrics on (/metrics over HTTP, no authentication); empty: none",
+    ),
     ("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("auth_tokens", "str", "", "tokens file (memstore token create): every call then needs a bearer token"),
     ("quotas", "str", "", "JSON file of per-tenant quotas: bytes per tier, records, reserved shares"),
@@ -169,6 +175,7 @@ class ServerConfig:
     data_listen: str = "auto"
     data_connections: int = 64
     data_idle_timeout: float = 300.0
+    metrics_listen: str = ""
     log_level: str = "INFO"
     auth_tokens: str = ""
     quotas: str = ""

@@ -18,6 +18,7 @@ One thread serves each connection: frames are answered in order, and a client ma
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -30,11 +31,12 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memstore import dataplane as dp
 from memstore.local import boot_id
@@ -119,6 +121,8 @@ class DataPlane:
         self.connection_idle = connection_idle
         self.tickets = Tickets()
         self.connections: set[socket.socket] = set()
+        self.frames: collections.Counter[tuple[str, str]] = collections.Counter()  # (kind, code)
+        self.bytes_in = self.bytes_out = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._listeners: list[socket.socket] = []
@@ -214,6 +218,35 @@ class DataPlane:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def count(self, kind: str, code: str, received: int, sent: int) -> None:
+        with self._lock:
+            self.frames[(kind, code)] += 1
+            self.bytes_in += received
+            self.bytes_out += sent
+
+    def metrics(self) -> Iterator[Any]:
+        """Its Prometheus figures (``memstore_server.metrics``)."""
+        with self._lock:
+            frames, received, sent, open_now = (
+                dict(self.frames),
+                self.bytes_in,
+                self.bytes_out,
+                len(self.connections),
+            )
+        yield GaugeMetricFamily("memstore_dataplane_connections", "Data-plane connections open.", open_now)
+        served = CounterMetricFamily(
+            "memstore_dataplane_frames",
+            "Data-plane frames answered, by kind and status.",
+            labels=["kind", "code"],
+        )
+        for (kind, code), n in sorted(frames.items()):
+            served.add_metric([kind, code], n)
+        yield served
+        yield CounterMetricFamily(
+            "memstore_dataplane_received_bytes", "Value bytes received in PUT frames.", received
+        )
+        yield CounterMetricFamily("memstore_dataplane_sent_bytes", "Value bytes sent in answers.", sent)
+
     def close(self) -> None:
         """Stop accepting, end every connection, remove the unix socket."""
         self._closing.set()
@@ -241,9 +274,11 @@ class Connection:
         self.sock = sock
         self.limits = plane.service.limits
         self.unread = 0  # data bytes of the frame being served not read yet
+        self.sent = 0  # data bytes sent in answers to the frame being served
 
     def send(self, request: int, result: pb.DataResult, data: Sequence[Any] = ()) -> None:
         used = sum(len(d) for d in data)
+        self.sent += used
         send_parts(self.sock, [dp.frame(dp.RESULT, request, result, used), *data])
 
     def refuse(self, code: grpc.StatusCode, message: str) -> None:
@@ -294,6 +329,7 @@ class Connection:
         if not valid():
             raise Abort(grpc.StatusCode.UNAUTHENTICATED, "the connection's credential was revoked or expired")
         need = "read" if hdr.kind == dp.GET else "write"
+        self.sent, code = 0, grpc.StatusCode.OK
         try:
             if ROLES[principal.role] < ROLES[need]:
                 raise Abort(grpc.StatusCode.PERMISSION_DENIED, f"this frame needs the {need} role")
@@ -303,17 +339,20 @@ class Connection:
                 else:
                     self.put(hdr, meta)
         except Exception as exc:
+            code = exc.code if isinstance(exc, Abort | dp.FrameError) else status_for(exc)
+            if isinstance(exc, TimeoutError | OSError | EOFError):
+                code = grpc.StatusCode.CANCELLED  # the peer stalled or left: nothing is answered
+                raise
             if isinstance(exc, dp.FrameError) and exc.fatal:
                 raise
-            if isinstance(exc, TimeoutError | OSError | EOFError):
-                raise
-            code = exc.code if isinstance(exc, Abort | dp.FrameError) else status_for(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("unexpected error serving a data-plane frame")
             self.drain(self.unread)
             self.send(hdr.request, dp.error_result(code, str(exc) or type(exc).__name__))
             if code == grpc.StatusCode.UNAVAILABLE:
                 return False
+        finally:
+            self.plane.count(dp.KINDS[hdr.kind], code.name, hdr.data_len, self.sent)
         return True
 
     def drain(self, n: int) -> None:

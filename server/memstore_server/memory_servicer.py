@@ -84,7 +84,7 @@ class MemoryService(Servicer):
         req = parse(pb.MemoryGetRequest, raw)
         out = pb.MemoryGetResponse()
         for k in req.keys:
-            rec = self.memory.get(tuple(k.namespace), k.key)
+            rec = self.memory.get(tuple(k.namespace), k.key, refresh=not req.no_refresh)
             entry = out.entries.add(found=rec is not None)
             if rec is not None:
                 entry.record.CopyFrom(record_to_pb(rec))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from memstore import TieredStore
 from memstore.errors import InvalidValueError
+from memstore.explain import explain
 from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
 from memstore.prefetch import Mode as PrefetchMode
@@ -237,6 +239,8 @@ class StoreService(Servicer):
             opts["value_shape"] = tuple(req.value_layout.shape)
         if req.shared:
             opts["shared"] = True
+        if req.identity:
+            opts["identity"] = req.identity
         ns = self.store.create_namespace(
             tenant_namespace(req.name), durability=_DURABILITY[req.durability], **opts
         )
@@ -246,6 +250,7 @@ class StoreService(Servicer):
             warm_codec=ns.warm_codec,
             cold_codec=ns.cold_codec,
             shared=ns.shared,
+            identity=ns.identity,
         )
         if ns.value_dtype is not None:
             out.value_layout.dtype = ns.value_dtype
@@ -373,6 +378,25 @@ class StoreService(Servicer):
         req = parse(pb.KeysRequest, raw)
         tiers = self.store.tiers_of(req.keys, ns=self._ns(req.namespace), lookahead=True)
         return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
+
+    @handler
+    def explain(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = parse(pb.ExplainRequest, raw)
+        ns = self._ns(req.namespace)
+        got = explain(self.store, req.key, ns=ns, identity=req.identity)
+        return pb.ExplainResponse(
+            state=got.state,
+            tier=got.tier,
+            policy=got.policy,
+            seconds_ago=-1.0 if got.seconds_ago is None else got.seconds_ago,
+            detail=got.detail,
+            nearest_namespace=got.nearest_namespace,
+            differences=[
+                pb.IdentityDifference(field=k, asked=json.dumps(a), stored=json.dumps(b))
+                for k, (a, b) in got.differences.items()
+            ],
+            message=got.message(),
+        ).SerializeToString()
 
     @handler
     def prefetch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -506,6 +530,7 @@ class StoreService(Servicer):
                 "LocalPutBegin": h.unary_unary_rpc_method_handler(self.local_put_begin),
                 "LocalPutCommit": h.unary_unary_rpc_method_handler(self.local_put_commit),
                 "OpenData": h.unary_unary_rpc_method_handler(self.open_data),
+                "Explain": h.unary_unary_rpc_method_handler(self.explain),
             },
         )
 
