@@ -212,6 +212,14 @@ MUTANTS = [
         "",
         ("tests/test_explain.py",),
     ),
+    Mutant(
+        "langgraph-refresh-always",
+        "LangGraph: a read with refresh_ttl=False leaves the TTL as it was",
+        "memstore/adapters/langgraph.py",
+        '        return bool(asked) and bool(config.get("refresh_on_read", False))',
+        '        return bool(config.get("refresh_on_read", False))',
+        ("tests/test_langgraph_adapter.py",),
+    ),
 ]
 
 
