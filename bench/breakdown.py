@@ -28,6 +28,7 @@ from memstore import Client, TieredStore
 from memstore.tuning import pool_large_allocations
 
 COUNT = 64
+SMALL = "store hot get_many of 100 x 100 B (per call, no value of 1 MiB)"
 
 
 def _per_op(fn: Callable[[], int], repeat: int) -> float:
@@ -81,6 +82,17 @@ def _store_steps(values: list[np.ndarray], repeat: int) -> dict[str, float]:
 
             out["store hot put"] = _per_op(put, repeat)
             out["store hot get"] = _per_op(get, repeat)
+            small = [b"s%03d" % i for i in range(100)]
+            s.put_many([(k, bytes(100)) for k in small])
+
+            def small_batch() -> int:
+                for _ in range(20):
+                    s.get_many(small)
+                return 20
+
+            out["store hot get_many of 100 x 100 B (per call, no value of 1 MiB)"] = _per_op(
+                small_batch, repeat
+            )
         with TieredStore(f"{d}/cold", hot_bytes=0, warm_bytes=0, cold_bytes=2 * big) as s:
             s.create_namespace("b", warm_codec="raw", cold_codec="raw")
             for k, v in zip(keys, values, strict=True):
@@ -191,6 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lmdb_get_us": steps["py-lmdb get (page cache)"],
         "grpc_unary_us": steps["gRPC unary call, no value (Exists)"],
         "data_frame_us": steps["data-plane frame over TCP, no value (a miss)"],
+        "small_get_many_100_us": steps[SMALL],
     }
     summary["hot_put_rest_us"] = summary["hot_put_us"] - summary["copy_fresh_us"] - summary["xxh3_us"]
     path = write_result("breakdown", rows, summary, args=args, config={"quick": args.quick, "values": COUNT})

@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.agent_trace import run_agent
 from bench.common import print_table, write_result
 from bench.replay_bounds import (
     OracleAdmission,
@@ -62,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--policy", default=str(DEFAULTS["policy"]), help="with --hosts: each host's eviction policy"
     )
     p.add_argument(
+        "--agent",
+        action="store_true",
+        help="replay a generated agent trace (bench/agent_trace.py) without and with its session hints",
+    )
+    p.add_argument(
         "--requests",
         help="replay only these requests, START:END as a Python slice (for example :6015 and 6015: for "
         "the two halves of the conversation trace)",
@@ -82,6 +88,8 @@ def _full_blocks(trace: list[Request], block_tokens: int) -> list[Request]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.agent:
+        return run_agent(args)
     trace = load_trace(args.trace)
     if args.quick:
         trace = trace[: len(trace) // 4]

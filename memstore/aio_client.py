@@ -14,6 +14,7 @@ from memstore import client_core as core
 from memstore.client_core import MAX_MESSAGE_BYTES, RemoteError, Unary
 from memstore.explain import Explanation
 from memstore.local import LocalArena, writable_bytes
+from memstore.retention import Hint
 
 R = TypeVar("R")
 
@@ -141,9 +142,15 @@ class AsyncClient(core.ClientBase):
         *,
         ns: str = "default",
         parents: Sequence[bytes | None] | None = None,
+        hint: Hint | None = None,
         timeout: float | None = None,
     ) -> int:
         """Store values; see ``Client.put_many``."""
+        if hint is not None:  # stored by whichever path, then hinted in one Lookup
+            pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+            stored = await self.put_many(pairs, ns=ns, parents=parents, timeout=timeout)
+            await self.tiers([k for k, _ in pairs], ns=ns, hint=hint, timeout=timeout)
+            return stored
         batch = core.items_of(items, parents)
         stored = 0
         arena = await self._local_arena() if batch else None
@@ -247,9 +254,20 @@ class AsyncClient(core.ClientBase):
         return await self._run(core.explain_call(key, ns, identity), timeout)
 
     async def tiers(
-        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+        self,
+        keys: Iterable[bytes],
+        *,
+        ns: str = "default",
+        hint: Hint | None = None,
+        timeout: float | None = None,
     ) -> list[str | None]:
-        return await self._run(core.tiers_call(keys, ns), timeout)
+        """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read.
+        With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
+        return await self._run(core.tiers_call(keys, ns, hint), timeout)
+
+    async def end_session(self, session: str, *, timeout: float | None = None) -> int:
+        """End a session named in retention hints: its blocks no open session shares go first."""
+        return await self._run(core.end_session_call(session), timeout)
 
     async def prefetch(
         self,

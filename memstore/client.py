@@ -31,6 +31,7 @@ from memstore.client_core import (
 from memstore.dataplane_client import DataPlane, DataPlaneUnavailable
 from memstore.explain import Explanation
 from memstore.local import LocalArena, writable_bytes
+from memstore.retention import Hint
 
 __all__ = [
     "AsyncClient",
@@ -234,10 +235,16 @@ class Client(core.ClientBase):
         *,
         ns: str = "default",
         parents: Sequence[bytes | None] | None = None,
+        hint: Hint | None = None,
         timeout: float | None = None,
     ) -> int:
         """Store values; ``parents`` names, per item, the key of the block it extends in a prefix chain
         (or None), so prefix-aware eviction keeps a chain's head longer than its tail."""
+        if hint is not None:  # stored by whichever path, then hinted in one Lookup
+            pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+            stored = self.put_many(pairs, ns=ns, parents=parents, timeout=timeout)
+            self.tiers([k for k, _ in pairs], ns=ns, hint=hint, timeout=timeout)
+            return stored
         batch = core.items_of(items, parents)
         stored = 0
         arena = self._local_arena() if batch else None
@@ -352,10 +359,20 @@ class Client(core.ClientBase):
         return self._run(core.explain_call(key, ns, identity), timeout)
 
     def tiers(
-        self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
+        self,
+        keys: Iterable[bytes],
+        *,
+        ns: str = "default",
+        hint: Hint | None = None,
+        timeout: float | None = None,
     ) -> list[str | None]:
-        """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read."""
-        return self._run(core.tiers_call(keys, ns), timeout)
+        """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read.
+        With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
+        return self._run(core.tiers_call(keys, ns, hint), timeout)
+
+    def end_session(self, session: str, *, timeout: float | None = None) -> int:
+        """End a session named in retention hints: its blocks no open session shares go first."""
+        return self._run(core.end_session_call(session), timeout)
 
     def prefetch(
         self,

@@ -24,6 +24,7 @@ from memstore.errors import CapacityError, MemstoreError
 from memstore.explain import Explanation, identity_dict
 from memstore.local import LocalArena, LocalUnavailable
 from memstore.record import raw_to_value, value_to_raw
+from memstore.retention import Hint
 from memstore.tier import TIER_COUNTERS
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import CHUNK, Assembler, pack, parse_chunk, pieces
@@ -421,6 +422,7 @@ _METHODS = {  # RPC name -> (attribute, cardinality)
     "LocalPutCommit": ("_local_put_commit", "unary_unary"),
     "OpenData": ("_open_data", "unary_unary"),
     "Explain": ("_explain", "unary_unary"),
+    "EndSession": ("_end_session", "unary_unary"),
 }
 
 
@@ -445,6 +447,7 @@ class ClientBase:
     _local_put_commit: Any
     _open_data: Any
     _explain: Any
+    _end_session: Any
 
     def _setup(
         self, channel: Any, target: str, timeout: float | None, retries: int, backoff: float, local: str
@@ -542,11 +545,23 @@ def contains_call(keys: Iterable[bytes], ns: str) -> Unary[list[bool]]:
     )
 
 
-def tiers_call(keys: Iterable[bytes], ns: str) -> Unary[list[str | None]]:
+def tiers_call(keys: Iterable[bytes], ns: str, hint: Hint | None = None) -> Unary[list[str | None]]:
+    """A Lookup; with ``hint``, the stored keys also take the retention hint."""
+
     def parse(raw: bytes) -> list[str | None]:
         return [_TIER_NAMES[t] for t in pb.LookupResponse.FromString(raw).tiers]
 
-    return Unary("_lookup", _keys_request(keys, ns), parse)
+    req = pb.KeysRequest(namespace=ns, keys=list(keys))
+    if hint is not None:
+        req.hint.CopyFrom(
+            pb.RetentionHint(ttl_seconds=hint.ttl, priority=hint.priority, session=hint.session)
+        )
+    return Unary("_lookup", req.SerializeToString(), parse)
+
+
+def end_session_call(session: str) -> Unary[int]:
+    req = pb.EndSessionRequest(session=session).SerializeToString()
+    return Unary("_end_session", req, lambda raw: int(pb.EndSessionResponse.FromString(raw).released))
 
 
 def prefetch_call(keys: Iterable[bytes], ns: str, mode: str, wait: float | None) -> Unary[int]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from memstore.errors import InvalidValueError
+from memstore.retention import Hint
 
 SPEC = b"memstore.kv.v1"
 # KV dtypes and how their elements are stored (numpy has no bfloat16: its raw bits travel as uint16).
@@ -153,10 +154,11 @@ class KVCache:
     def keys(self, tokens: Sequence[int] | np.ndarray, *, extra: bytes = b"") -> list[bytes]:
         return block_keys(self._digest, tokens, self.identity.block_tokens, extra=extra)
 
-    def lookup(self, tokens: Sequence[int] | np.ndarray) -> PrefixHit:
-        """How many leading full blocks of ``tokens`` are stored, and in which tier (one call)."""
+    def lookup(self, tokens: Sequence[int] | np.ndarray, *, hint: Hint | None = None) -> PrefixHit:
+        """How many leading full blocks of ``tokens`` are stored, and in which tier (one call); with a
+        retention ``hint`` (``memstore.retention.Hint``), the stored ones take it."""
         keys = self.keys(tokens)
-        tiers = self.client.tiers(keys, ns=self.ns) if keys else []
+        tiers = self.client.tiers(keys, ns=self.ns, hint=hint) if keys else []
         n = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
         return PrefixHit(n, n * self.identity.block_tokens, tiers[:n])
 
@@ -171,10 +173,16 @@ class KVCache:
         return self.client.explain(keys[hit.blocks], ns=self.ns, identity=self.identity)
 
     def put_blocks(
-        self, tokens: Sequence[int] | np.ndarray, blocks: Sequence[np.ndarray] | np.ndarray, *, start: int = 0
+        self,
+        tokens: Sequence[int] | np.ndarray,
+        blocks: Sequence[np.ndarray] | np.ndarray,
+        *,
+        start: int = 0,
+        hint: Hint | None = None,
     ) -> int:
         """Store blocks ``start, start+1, ...`` of ``tokens``; returns how many were written. Each block
-        is stored with the key of the block before it as its parent, for prefix-aware eviction."""
+        is stored with the key of the block before it as its parent, for prefix-aware eviction; a
+        retention ``hint`` applies to all of them."""
         chain = self.keys(tokens)
         keys = chain[start : start + len(blocks)]
         if len(keys) < len(blocks):
@@ -182,7 +190,12 @@ class KVCache:
                 f"{len(blocks)} blocks given, the tokens have {len(keys) + start} full blocks"
             )
         parents = [chain[i - 1] if i else None for i in range(start, start + len(keys))]
-        return int(self.client.put_many(list(zip(keys, blocks, strict=False)), ns=self.ns, parents=parents))
+        pairs = list(zip(keys, blocks, strict=False))
+        return int(self.client.put_many(pairs, ns=self.ns, parents=parents, hint=hint))
+
+    def end_session(self, session: str) -> int:
+        """End a session named in hints: its blocks no open session shares go first."""
+        return int(self.client.end_session(session))
 
     def get_blocks(
         self, tokens: Sequence[int] | np.ndarray, count: int | None = None

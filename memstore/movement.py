@@ -38,6 +38,7 @@ from memstore.hot import HotEntry, HotTier
 from memstore.namespace import Namespace, Namespaces
 from memstore.quota import QuotaGuard
 from memstore.record import RecordMeta, encode_record, pack_header, parse_record, split_record
+from memstore.retention import Retention
 from memstore.tier import Tier
 from memstore.warm import WarmEntry, WarmTier
 
@@ -108,6 +109,9 @@ class Movement:
         self.parents: dict[bytes, bytes] = {}  # key -> the key it extends in a prefix chain, when told
         self.prefetched: set[bytes] = set()  # promoted by a prefetch and not read since
         self.removals = Removals()
+        self.retention = Retention()  # callers' hints, shared by the three tiers' victim choice
+        for tier in (hot, warm, cold):
+            tier.retention = self.retention
 
     # ---- placement ------------------------------------------------------------------------------
 
@@ -321,7 +325,11 @@ class Movement:
         return True
 
     def evict_cold(self, fk: bytes) -> bool:
-        self.removals.note(fk, "evicted", "cold", policy=self.cold.policy.name)
+        why = self.retention.reason(fk)  # a hint gave it up first: its lifetime passed, its session ended
+        reason = "expired" if why == "expired" else "evicted"
+        detail = {"ended": "its sessions ended", "priority": "hinted with a negative priority"}.get(why, "")
+        self.removals.note(fk, reason, "cold", policy=self.cold.policy.name, detail=detail)
+        self.retention.forget(fk)
         self.cold.policy.evict(fk)
         self.drop_cold(fk, durable=False)
         self.parents.pop(fk, None)

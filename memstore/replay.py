@@ -25,6 +25,7 @@ from typing import Any
 
 from memstore.admission import Admission
 from memstore.policy import EvictionPolicy, make_policy
+from memstore.retention import Hint, Retention
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Request:
     input_length: int
     hash_ids: tuple[int, ...]
     output_length: int = 0
+    session: str = ""  # agent traces: the session the request belongs to
+    end_session: bool = False  # ... and whether it is that session's last
 
 
 def load_trace(path: str) -> list[Request]:
@@ -50,6 +53,8 @@ def load_trace(path: str) -> list[Request]:
                         int(r["input_length"]),
                         tuple(r["hash_ids"]),
                         int(r.get("output_length", 0)),
+                        str(r.get("session", "")),
+                        bool(r.get("end_session", False)),
                     )
                 )
     return out
@@ -100,14 +105,18 @@ def replay(
     block_tokens: int = 512,
     admission: Admission | None = None,
     make: Callable[[int], EvictionPolicy] | None = None,
+    hints: bool = False,
 ) -> ReplayResult:
     """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy (or by the one
-    ``make(capacity)`` builds, reported under ``policy_name``)."""
+    ``make(capacity)`` builds, reported under ``policy_name``). With ``hints``, requests' sessions and
+    session ends are told to the cache as the store's retention hints (``memstore.retention``)."""
     trace = list(trace)
     if policy_name == "opt" and make is None:
         return _replay_opt(trace, capacity, block_tokens)
     policy = make(capacity) if make is not None else make_policy(policy_name, capacity)
-    cache = BlockCache(policy, capacity, admission)
+    now = [0.0]
+    retention = Retention(lambda: now[0]) if hints else None
+    cache = BlockCache(policy, capacity, admission, retention)
     cold_read: set[int] = set()
     res = ReplayResult(policy_name, capacity, 0, 0, 0, 0)
     for req in trace:
@@ -128,6 +137,11 @@ def replay(
                     cold_read.add(h)
                 cache.insert(h, parent, in_use)
             parent = h
+        if retention is not None and req.session:
+            now[0] = req.timestamp / 1000
+            retention.hint([h for h in req.hash_ids if h in cache], Hint(session=req.session))
+            if req.end_session:
+                retention.end_session(req.session)
     res.cold_writes = cache.cold_writes
     res.cold_writes_read = len(cold_read)
     return res
@@ -137,8 +151,15 @@ class BlockCache:
     """Block ids under an eviction policy, at most ``capacity`` of them: one host's cache in a replay.
     With an admission policy, evicted blocks it admits are counted as written to cold (``cold``)."""
 
-    def __init__(self, policy: EvictionPolicy, capacity: int, admission: Admission | None = None) -> None:
+    def __init__(
+        self,
+        policy: EvictionPolicy,
+        capacity: int,
+        admission: Admission | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.policy, self.capacity, self.admission = policy, capacity, admission
+        self.retention = retention
         self.cached: set[int] = set()
         self.cold: set[int] = set()
         self.cold_writes = 0
@@ -153,11 +174,16 @@ class BlockCache:
         """Cache h (extending ``parent``), evicting what the policy picks outside ``in_use``; nothing
         is cached when every block is in use."""
         while len(self.cached) >= self.capacity:
-            victim = self.policy.victim(in_use.__contains__, h)
+            if self.retention is not None:
+                victim = self.retention.victim(self.policy.victim, in_use.__contains__, self.cached, h)
+            else:
+                victim = self.policy.victim(in_use.__contains__, h)
             if victim is None:
                 break
             self.policy.evict(victim)
             self.cached.discard(victim)
+            if self.retention is not None:
+                self.retention.forget(victim)
             if self.admission is not None and victim not in self.cold and self.admission.admit(victim):
                 self.cold.add(victim)  # type: ignore[arg-type]
                 self.cold_writes += 1

@@ -40,6 +40,7 @@ from memstore.compactor import Compactor
 from memstore.datadir import DataDir
 from memstore.errors import (
     InvalidNamespaceError,
+    InvalidValueError,
     PersistentFullError,
     StoreClosedError,
     UnknownNamespaceError,
@@ -59,6 +60,7 @@ from memstore.record import (
     pack_header,
 )
 from memstore.reservation import LocalPath, Reservations
+from memstore.retention import Hint
 from memstore.tier import TIER_COUNTERS
 from memstore.warm import WarmTier
 
@@ -139,6 +141,7 @@ class TieredStore:
             *tiers, self._quotas, self._admission, self._namespaces, self._compactor.enqueue
         )
         self.removals = self._move.removals  # what ``memstore.explain`` tells of keys no tier holds
+        self.retention = self._move.retention  # callers' hints (``memstore.retention``)
         self.local = LocalPath(self, Reservations(self._move, usage))
         migrate(self._cold.env, self._cold.records, self._cold.meta, self._cold.lengths)  # older dirs, once
         self._namespaces.load(self._cold)
@@ -327,9 +330,28 @@ class TieredStore:
         """Remove fk from every tier and from what the policies know of it; the cold delete to wait for."""
         self._move.drop_upper(fk)
         fut = self._move.drop_cold(fk, durable=durable)
+        self.retention.forget(fk)
         self._move.parents.pop(fk, None)
         self._move.pinned.discard(fk)
         return [(fk, fut)] if fut is not None else []
+
+    def retain(self, keys: Iterable[bytes], hint: Hint, *, ns: str = "default") -> int:
+        """Apply a retention hint (``memstore.retention``) to those of ``keys`` the store holds (cache
+        namespaces only: persistent records are never evicted); returns how many."""
+        namespace = self._namespaces.named(ns)
+        if namespace.persistent:
+            raise InvalidValueError("retention hints are for cache namespaces: persistent ones never evict")
+        fks = namespace.full_keys(keys)
+        with self._lock:
+            self._check_open()
+            held = [fk for fk in fks if self._move.holds(fk)]
+            self.retention.hint(held, hint)
+        return len(held)
+
+    def end_session(self, session: str) -> int:
+        """End a hinted session: its blocks no open session shares go first. Returns how many."""
+        with self._lock:
+            return self.retention.end_session(session)
 
     def tiers_of(
         self, keys: Iterable[bytes], *, ns: str = "default", lookahead: bool = False

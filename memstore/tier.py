@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from memstore.policy import EvictionPolicy
 from memstore.quota import AccountedIndex, Usage
+from memstore.retention import Retention
 
 E = TypeVar("E")
 
@@ -72,6 +73,7 @@ class Tier(Generic[E]):
         self.stats = TierStats()
         self._size_of = size_of
         self._used = 0
+        self.retention: Retention | None = None  # callers' hints, consulted before the policy
 
     @property
     def used(self) -> int:
@@ -122,9 +124,11 @@ class Tier(Generic[E]):
         return entry
 
     def victim(self, skip: Callable[[Hashable], bool], incoming: bytes) -> bytes | None:
-        """The key the policy would give up next for ``incoming``, passing over keys ``skip`` names."""
-        found = self.policy.victim(skip, incoming)
-        return found  # type: ignore[return-value]
+        """The key to give up next for ``incoming``, passing over keys ``skip`` names: what the callers'
+        hints give up first (``memstore.retention``), else the policy's choice."""
+        if self.retention is not None:
+            return self.retention.victim(self.policy.victim, skip, self.index, incoming)  # type: ignore[return-value]
+        return self.policy.victim(skip, incoming)  # type: ignore[return-value]
 
     def access(self, fk: bytes) -> None:
         self.policy.access(fk)

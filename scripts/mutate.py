@@ -220,6 +220,22 @@ MUTANTS = [
         '        return bool(config.get("refresh_on_read", False))',
         ("tests/test_langgraph_adapter.py",),
     ),
+    Mutant(
+        "retention-ignored",
+        "retention: a tier gives up what hints name first, before the policy's choice",
+        "memstore/tier.py",
+        "        if self.retention is not None:\n            return self.retention.victim(",
+        "        if False:\n            return self.retention.victim(",
+        ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "retention-shared-prefix-dropped",
+        "retention: a block an open session still uses stays when another session ends",
+        "memstore/retention.py",
+        "            left.discard(session)\n            if not left:",
+        "            left.discard(session)\n            if True:",
+        ("tests/test_retention.py",),
+    ),
 ]
 
 

@@ -99,6 +99,15 @@ def test_the_loaded_kv_is_used_as_it_is(result) -> None:  # type: ignore[no-unty
     assert np.allclose(logprobs, ref_logprobs, rtol=0, atol=1e-4)
 
 
+def test_retention_hints_from_kv_transfer_params(result) -> None:  # type: ignore[no-untyped-def]
+    """A request's session reaches memstore with its stores: ending it releases its two blocks; a
+    request that asks the connector to end its session has it ended when it finishes."""
+    assert result["hinted_store"]["hinted"] is True and result["hinted_store"]["blocks"] == 2
+    assert result["released"] == 2
+    assert [e["released"] for e in result["ended"]] == [2]
+    assert result["released_again"] == 0  # already ended by the connector
+
+
 @pytest.fixture(scope="module")
 def disaggregated(tmp_path_factory):  # type: ignore[no-untyped-def]
     """A producer vLLM on server A and a consumer vLLM on server B, both servers on one Redis Cluster

@@ -24,6 +24,12 @@ its V rows; ``_to_paged``/``_from_paged`` convert.
 
 Extra config: ``memstore_target`` (required), ``cache_salt``, ``model_id`` (default: the model path),
 ``revision``, ``log_path`` (JSON lines of lookups and stores, for tests and debugging).
+
+Retention hints come from a request's ``kv_transfer_params`` (``SamplingParams(extra_args=
+{"kv_transfer_params": {...}})``, or the field of that name in vLLM's OpenAI-compatible API):
+``memstore_ttl`` (seconds to keep its blocks), ``memstore_priority`` and ``memstore_session``; they go
+with the request's lookup and with the store of its blocks. ``memstore_end_session: true`` ends that
+session when the request finishes (its blocks no open session shares go first).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 
 from memstore.client import Client
 from memstore.kv import KVCache, KVIdentity
+from memstore.retention import Hint
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -58,6 +65,7 @@ class _Transfer:
     block_ids: list[int]
     first: int  # first block index (of the prompt's blocks) to move
     count: int  # how many blocks
+    hint: Hint | None = None  # the request's retention hint, for its stores
 
 
 @dataclass
@@ -84,6 +92,18 @@ def _identity(vllm_config: VllmConfig, extra: dict[str, Any]) -> KVIdentity:
         tp_size=parallel.tensor_parallel_size,
         pp_size=parallel.pipeline_parallel_size,
         cache_salt=str(extra.get("cache_salt", "")),
+    )
+
+
+def hint_of(params: dict[str, Any] | None) -> Hint | None:
+    """The retention hint a request's ``kv_transfer_params`` carry, or None."""
+    p = params or {}
+    if not any(k in p for k in ("memstore_ttl", "memstore_priority", "memstore_session")):
+        return None
+    return Hint(
+        ttl=float(p.get("memstore_ttl") or 0.0),
+        priority=int(p.get("memstore_priority") or 0),
+        session=str(p.get("memstore_session") or ""),
     )
 
 
@@ -115,6 +135,7 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
         # scheduler state
         self._hits: dict[str, int] = {}
         self._need_load: dict[str, int] = {}
+        self._hints: dict[str, Hint] = {}
         # worker state: per request, the blocks being gathered layer by layer
         self._gathering: dict[str, tuple[_Transfer, np.ndarray]] = {}
 
@@ -126,11 +147,14 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
     # ---- scheduler side -------------------------------------------------------------------------
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int | None, bool]:
+        hint = hint_of(getattr(request, "kv_transfer_params", None))
+        if hint is not None:
+            self._hints[request.request_id] = hint
         if not self.loads:  # a producer computes every prompt itself
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         usable = (len(tokens) - 1) // self.block * self.block  # at least one token must run
-        hit = self.kv.lookup(tokens[:usable]) if usable else None
+        hit = self.kv.lookup(tokens[:usable], hint=hint) if usable else None
         blocks = hit.blocks if hit else 0
         self._hits[request.request_id] = blocks
         self._log(event="lookup", request=request.request_id, prompt_tokens=len(tokens), hit_blocks=blocks)
@@ -152,9 +176,18 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
             scheduled = scheduler_output.num_scheduled_tokens.get(req.req_id, 0)
             done = min(len(tokens), req.num_computed_tokens + scheduled) // self.block
             first = max(loaded, self._hits.pop(req.req_id, 0))
+            hint = self._hints.get(req.req_id)
             if self.stores and done > first:
-                meta.stores.append(_Transfer(req.req_id, tokens, block_ids, first, done - first))
+                meta.stores.append(_Transfer(req.req_id, tokens, block_ids, first, done - first, hint))
         return meta
+
+    def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
+        params = getattr(request, "kv_transfer_params", None) or {}
+        hint = self._hints.pop(request.request_id, None)
+        if params.get("memstore_end_session") and hint is not None and hint.session:
+            released = self.kv.end_session(hint.session)
+            self._log(event="end_session", request=request.request_id, released=released)
+        return False, None
 
     # ---- worker side ----------------------------------------------------------------------------
 
@@ -219,6 +252,8 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
 
     def wait_for_save(self) -> None:
         for t, buf in self._gathering.values():
-            self.kv.put_blocks(t.token_ids, list(buf), start=t.first)
-            self._log(event="store", request=t.request_id, first=t.first, blocks=t.count)
+            self.kv.put_blocks(t.token_ids, list(buf), start=t.first, hint=t.hint)
+            self._log(
+                event="store", request=t.request_id, first=t.first, blocks=t.count, hinted=t.hint is not None
+            )
         self._gathering.clear()

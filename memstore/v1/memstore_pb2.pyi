@@ -47,6 +47,28 @@ WAIT_COMPLETE: PrefetchMode
 BEST_EFFORT: PrefetchMode
 TIMEOUT: PrefetchMode
 
+class RetentionHint(_message.Message):
+    __slots__ = ("ttl_seconds", "priority", "session")
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ttl_seconds: float
+    priority: int
+    session: str
+    def __init__(self, ttl_seconds: _Optional[float] = ..., priority: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
+
+class EndSessionRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class EndSessionResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: int
+    def __init__(self, released: _Optional[int] = ...) -> None: ...
+
 class CreateNamespaceRequest(_message.Message):
     __slots__ = ("name", "durability", "warm_codec", "cold_codec", "value_layout", "shared", "identity")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -96,14 +118,16 @@ class PutItem(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., size: _Optional[int] = ..., array: _Optional[_Union[ArrayInfo, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., parent: _Optional[bytes] = ...) -> None: ...
 
 class PutChunk(_message.Message):
-    __slots__ = ("namespace", "items", "data")
+    __slots__ = ("namespace", "items", "hint", "data")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     items: _containers.RepeatedCompositeFieldContainer[PutItem]
+    hint: RetentionHint
     data: bytes
-    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PutItem, _Mapping]]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PutItem, _Mapping]]] = ..., hint: _Optional[_Union[RetentionHint, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class PutResponse(_message.Message):
     __slots__ = ("stored",)
@@ -146,12 +170,14 @@ class GetChunk(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[GetItem, _Mapping]]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class KeysRequest(_message.Message):
-    __slots__ = ("namespace", "keys")
+    __slots__ = ("namespace", "keys", "hint")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    hint: RetentionHint
+    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ..., hint: _Optional[_Union[RetentionHint, _Mapping]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted",)

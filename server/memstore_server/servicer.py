@@ -29,6 +29,7 @@ from memstore.hot import ARENA_VERSION
 from memstore.local import boot_id
 from memstore.prefetch import Mode as PrefetchMode
 from memstore.record import RecordMeta, check_array_meta, value_to_raw
+from memstore.retention import Hint
 from memstore.store import TIER_COUNTERS, Durability, HotLocation
 from memstore.v1 import memstore_pb2 as pb
 from memstore.wire import Assembler, ValueTooLarge, pack, parse_chunk, pieces
@@ -261,6 +262,7 @@ class StoreService(Servicer):
     def put(self, stream: Iterable[bytes], context: grpc.ServicerContext) -> bytes:
         with self.limits.bulk(context) as (progress, held):
             namespace: str | None = None
+            hint: Hint | None = None
             assembler = Assembler(min(self.max_value_bytes, held.limit))
             batch: list[tuple[bytes, Any]] = []
             parents: list[bytes | None] = []
@@ -269,7 +271,10 @@ class StoreService(Servicer):
             def hand_over() -> None:  # to the store, in batches: memory per call stays bounded
                 nonlocal stored, batch, parents
                 if batch:
-                    self.store.put_many(batch, ns=namespace or tenant_namespace("default"), parents=parents)
+                    ns = namespace or tenant_namespace("default")
+                    self.store.put_many(batch, ns=ns, parents=parents)
+                    if hint is not None:
+                        self.store.retain([k for k, _ in batch], hint, ns=ns)
                     stored, batch, parents = stored + len(batch), [], []
                 held.release()
 
@@ -279,6 +284,7 @@ class StoreService(Servicer):
                 chunk, data = parse_chunk(pb.PutChunk, raw)
                 if namespace is None:
                     namespace = self._ns(chunk.namespace)
+                    hint = self._hint(chunk.hint) if chunk.HasField("hint") else None
                 for item, piece in pieces(chunk.items, data):
                     if item.offset == 0:
                         array = item.array if item.HasField("array") else None
@@ -376,8 +382,29 @@ class StoreService(Servicer):
     @handler
     def lookup(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         req = parse(pb.KeysRequest, raw)
-        tiers = self.store.tiers_of(req.keys, ns=self._ns(req.namespace), lookahead=True)
+        ns = self._ns(req.namespace)
+        if req.HasField("hint"):
+            self.store.retain(req.keys, self._hint(req.hint), ns=ns)
+        tiers = self.store.tiers_of(req.keys, ns=ns, lookahead=True)
         return pb.LookupResponse(tiers=[_TIERS[t] for t in tiers]).SerializeToString()
+
+    @staticmethod
+    def _session(session: str) -> str:
+        """A session id as the store keeps it: the caller's tenant's own."""
+        if len(session.encode()) > 128:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "a session id is at most 128 bytes")
+        return f"{current_tenant()}/{session}" if session else ""
+
+    def _hint(self, msg: Any) -> Hint:
+        return Hint(ttl=msg.ttl_seconds, priority=msg.priority, session=self._session(msg.session))
+
+    @handler
+    def end_session(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        req = parse(pb.EndSessionRequest, raw)
+        if not req.session:
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "EndSession needs a session id")
+        released = self.store.end_session(self._session(req.session))
+        return pb.EndSessionResponse(released=released).SerializeToString()
 
     @handler
     def explain(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -531,6 +558,7 @@ class StoreService(Servicer):
                 "LocalPutCommit": h.unary_unary_rpc_method_handler(self.local_put_commit),
                 "OpenData": h.unary_unary_rpc_method_handler(self.open_data),
                 "Explain": h.unary_unary_rpc_method_handler(self.explain),
+                "EndSession": h.unary_unary_rpc_method_handler(self.end_session),
             },
         )
 

@@ -111,7 +111,21 @@ def main(out_path: str) -> None:
             spliced = tokens_c[:n] + tokens[n:]
             swapped_reference = run(spliced)
             swapped_lookup = [e for e in events() if e["event"] == "lookup"][-1]
+            # Retention hints from kv_transfer_params: a session the client ends, and one the
+            # connector ends itself when its request finishes.
+            hint = {"memstore_session": "chat-1", "memstore_priority": 3, "memstore_ttl": 600}
+            generate(llm, " ".join(f"w{3000 + i}" for i in range(300)), hint)
+            hinted_store = [e for e in events() if e["event"] == "store"][-1]
+            released = c.end_session("chat-1")
+            ending = {"memstore_session": "chat-2", "memstore_end_session": True}
+            generate(llm, " ".join(f"w{5000 + i}" for i in range(300)), ending)
+            ended = [e for e in events() if e["event"] == "end_session"]
+            released_again = c.end_session("chat-2")
         result = {
+            "hinted_store": hinted_store,
+            "released": released,
+            "ended": ended,
+            "released_again": released_again,
             "first": first,
             "second": second,
             "shared": shared,

@@ -28,12 +28,16 @@ def engine(model_dir: str, target: str, log: str, role: str = "kv_both") -> Any:
     )
 
 
-def run(llm: Any, prompt: str | list[int]) -> tuple[list[int], list[float]]:
-    """The greedy tokens of one prompt (text or token ids) and each token's logprob."""
+def run(
+    llm: Any, prompt: str | list[int], kv_transfer_params: dict[str, Any] | None = None
+) -> tuple[list[int], list[float]]:
+    """The greedy tokens of one prompt (text or token ids) and each token's logprob; the request
+    carries ``kv_transfer_params`` when given (the connector's retention hints)."""
     from vllm import SamplingParams
 
     asked = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
-    out = llm.generate([asked], SamplingParams(**PARAMS), use_tqdm=False)[0].outputs[0]
+    extra = {"extra_args": {"kv_transfer_params": kv_transfer_params}} if kv_transfer_params else {}
+    out = llm.generate([asked], SamplingParams(**PARAMS, **extra), use_tqdm=False)[0].outputs[0]
     logprobs = [float(step[tok].logprob) for tok, step in zip(out.token_ids, out.logprobs, strict=True)]
     return list(out.token_ids), logprobs
 

@@ -1,0 +1,144 @@
+"""Retention hints: what callers know of a block's future, used before the eviction policy's own order.
+
+A put or a lookup may carry a ``Hint``: a lifetime (``ttl`` seconds, as prompt-caching APIs let a
+caller ask for 5 minutes or an hour), a ``priority`` and a ``session`` id that the caller later ends
+(``end_session``). When a tier needs room:
+
+1. first to go are blocks whose lifetime passed, blocks hinted with a negative priority, and blocks
+   whose every session has ended (a shared prefix stays while any session that used it is open);
+2. then the policy's own order, passing over blocks that are protected: a positive priority, or a
+   lifetime that has not passed;
+3. only when nothing else is left, the policy's order over the protected blocks too.
+
+Blocks never hinted keep exactly the policy's order. Sans-IO: keys are any hashables and time comes
+from the caller's clock, so the replay simulator uses the same rules as the store.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Container, Hashable, Iterable
+from dataclasses import dataclass
+
+from memstore.errors import InvalidValueError
+
+MAX_SESSION = 256  # bytes, a server's tenant prefix included (callers' own ids: 128)
+MAX_TTL = 30 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    ttl: float = 0.0  # seconds the caller wants the block kept; 0: no lifetime
+    priority: int = 0  # > 0: kept before unhinted blocks; < 0: given up before them
+    session: str = ""  # a session the block belongs to, ended later by end_session
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.ttl <= MAX_TTL):
+            raise InvalidValueError(f"a hint's ttl is 0 to {MAX_TTL:.0f} seconds, not {self.ttl}")
+        if not -1000 <= self.priority <= 1000:
+            raise InvalidValueError("a hint's priority is -1000 to 1000")
+        if len(self.session.encode()) > MAX_SESSION:
+            raise InvalidValueError(f"a session id is at most {MAX_SESSION} bytes")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.ttl or self.priority or self.session)
+
+
+class Retention:
+    """The hints in force, by key. Callers serialise access (the store's lock)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.priority: dict[Hashable, int] = {}
+        self.expires: dict[Hashable, float] = {}
+        self._deadlines: list[tuple[float, int, Hashable]] = []  # a heap of (expiry, seq, key)
+        self._seq = 0
+        self.sessions: dict[str, set[Hashable]] = {}  # open sessions and their keys
+        self.open_of: dict[Hashable, set[str]] = {}  # key -> its open sessions
+        self.doomed: dict[Hashable, str] = {}  # key -> why it goes first (expired, ended, priority)
+
+    def __bool__(self) -> bool:
+        return bool(self.priority or self.expires or self.open_of or self.doomed)
+
+    # ---- what callers say ----
+
+    def hint(self, keys: Iterable[Hashable], hint: Hint) -> None:
+        if hint.empty:
+            return
+        now = self.clock()
+        for key in keys:
+            self.doomed.pop(key, None)  # asked for again: whatever doomed it is over
+            if hint.priority:
+                self.priority[key] = hint.priority
+                if hint.priority < 0:
+                    self.doomed[key] = "priority"
+            if hint.ttl:
+                until = now + hint.ttl
+                if until > self.expires.get(key, 0.0):
+                    self.expires[key] = until
+                    self._seq += 1
+                    heapq.heappush(self._deadlines, (until, self._seq, key))
+            if hint.session:
+                self.sessions.setdefault(hint.session, set()).add(key)
+                self.open_of.setdefault(key, set()).add(hint.session)
+
+    def end_session(self, session: str) -> int:
+        """End a session: its keys that no open session shares go first. Returns how many that made."""
+        doomed = 0
+        for key in self.sessions.pop(session, set()):
+            left = self.open_of.get(key)
+            if left is None:
+                continue
+            left.discard(session)
+            if not left:
+                del self.open_of[key]
+                if self.priority.get(key, 0) <= 0:
+                    self.doomed[key] = "ended"
+                    self.expires.pop(key, None)
+                    doomed += 1
+        return doomed
+
+    def forget(self, key: Hashable) -> None:
+        """The key left the store: drop what is known of it."""
+        self.priority.pop(key, None)
+        self.expires.pop(key, None)
+        self.doomed.pop(key, None)
+        for session in self.open_of.pop(key, set()):
+            self.sessions.get(session, set()).discard(key)
+
+    # ---- what eviction asks ----
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            until, _, key = heapq.heappop(self._deadlines)
+            if self.expires.get(key) == until:
+                del self.expires[key]
+                if not self.open_of.get(key) and self.priority.get(key, 0) <= 0:
+                    self.doomed[key] = "expired"
+
+    def protected(self, key: Hashable) -> bool:
+        return self.priority.get(key, 0) > 0 or key in self.expires or bool(self.open_of.get(key))
+
+    def reason(self, key: Hashable) -> str:
+        """Why ``key`` would go first ("expired", "ended", "priority"), or ""."""
+        return self.doomed.get(key, "")
+
+    def victim(
+        self,
+        policy_victim: Callable[[Callable[[Hashable], bool], Hashable | None], Hashable | None],
+        skip: Callable[[Hashable], bool],
+        held: Container[Hashable],
+        incoming: Hashable | None = None,
+    ) -> Hashable | None:
+        """The key to give up next among ``held`` (a tier's keys): hints first, then the policy."""
+        if not self:
+            return policy_victim(skip, incoming)
+        self._expire()
+        for key in self.doomed:
+            if key in held and key != incoming and not skip(key):
+                return key
+        found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)
+        return found if found is not None else policy_victim(skip, incoming)

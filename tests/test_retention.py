@@ -1,0 +1,200 @@
+"""Retention hints: honoured where given, the policy's own order where not; through the store, gRPC (raw
+bytes too) and tenants."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import grpc
+import pytest
+
+from memstore import Client, TieredStore, tenancy
+from memstore.errors import InvalidValueError
+from memstore.explain import explain
+from memstore.policy import LRU
+from memstore.retention import Hint, Retention
+from memstore.v1 import memstore_pb2 as pb
+from memstore_server import create_server
+from memstore_server.auth import create_token
+from tests.conftest import MiB
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lru(*keys: str) -> LRU:
+    policy = LRU()
+    for k in keys:
+        policy.insert(k)
+    return policy
+
+
+def _victim(r: Retention, policy: LRU, held: set[str]) -> object:
+    return r.victim(policy.victim, lambda k: False, held)
+
+
+def test_hints_come_before_the_policy_and_unhinted_keys_keep_its_order() -> None:
+    clock = Clock()
+    r = Retention(clock)
+    policy = _lru("a", "b", "c", "d")
+    held = {"a", "b", "c", "d"}
+    assert _victim(r, policy, held) == "a"  # no hints: exactly the policy
+    r.hint(["a"], Hint(priority=5))
+    assert _victim(r, policy, held) == "b"  # a hinted block outlives unhinted ones
+    r.hint(["d"], Hint(priority=-1))
+    assert _victim(r, policy, held) == "d"  # a negative priority goes first
+    r.hint(["b", "c"], Hint(ttl=60))
+    policy.remove("d"), held.discard("d")
+    assert _victim(r, policy, held) == "a"  # every block protected: the policy's order over them
+    clock.now += 61
+    assert _victim(r, policy, held) in {"b", "c"}  # their lifetime passed: first to go
+    assert r.reason("b") == "expired"
+
+
+def test_an_ended_session_goes_first_but_a_shared_prefix_stays() -> None:
+    r = Retention(Clock())
+    policy = _lru("shared", "mine", "theirs", "plain")
+    held = {"shared", "mine", "theirs", "plain"}
+    r.hint(["shared", "mine"], Hint(session="s1"))
+    r.hint(["shared", "theirs"], Hint(session="s2"))
+    assert _victim(r, policy, held) == "plain"  # open sessions are kept over unhinted blocks
+    assert r.end_session("s1") == 1  # "shared" is still used by s2
+    assert _victim(r, policy, held) == "mine"
+    held.discard("mine"), r.forget("mine"), policy.remove("mine")
+    assert _victim(r, policy, held) == "plain"  # "shared" stays while s2 is open
+    assert r.end_session("s2") == 2
+    assert _victim(r, policy, held) in {"shared", "theirs"}
+    assert r.end_session("never-opened") == 0
+
+
+def test_bad_hints_are_refused() -> None:
+    for bad in ({"ttl": -1.0}, {"ttl": float("nan")}, {"priority": 5000}, {"session": "x" * 300}):
+        with pytest.raises(InvalidValueError):
+            Hint(**bad)  # type: ignore[arg-type]
+
+
+def _fill(s: TieredStore, prefix: bytes, n: int, ns: str = "c") -> list[bytes]:
+    keys = [prefix + b"%d" % i for i in range(n)]
+    for k in keys:
+        s.put(k, os.urandom(256 << 10), ns=ns)
+    return keys
+
+
+def test_in_the_store_a_hinted_block_outlives_a_flood_and_an_ended_session_goes_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with TieredStore(str(tmp_path / "s"), hot_bytes=0, warm_bytes=0, cold_bytes=8 * MiB) as s:
+        s.create_namespace("c", warm_codec="raw", cold_codec="raw")
+        kept = _fill(s, b"kept", 4)
+        assert s.retain([*kept, b"absent"], Hint(priority=1), ns="c") == 4  # only stored keys
+        _fill(s, b"flood", 40)  # several times the cold budget
+        s.flush()
+        assert all(s.contains(k, ns="c") for k in kept)
+        session = _fill(s, b"sess", 4)
+        s.retain(session, Hint(session="chat"), ns="c")
+        assert s.end_session("chat") == 4
+        s.put(b"one-more", os.urandom(256 << 10), ns="c")
+        s.flush()
+        gone = [k for k in session if not s.contains(k, ns="c")]
+        assert gone, "an ended session's block should have made room first"
+        why = explain(s, gone[0], ns="c")
+        assert (why.state, why.detail) == ("evicted", "its sessions ended")
+        s.create_namespace("p", durability="persistent")
+        s.put(b"k", b"v", ns="p")
+        with pytest.raises(InvalidValueError):
+            s.retain([b"k"], Hint(priority=1), ns="p")
+
+
+def test_an_expired_lifetime_is_what_explain_reports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with TieredStore(str(tmp_path / "s"), hot_bytes=0, warm_bytes=0, cold_bytes=8 * MiB) as s:
+        s.create_namespace("c", warm_codec="raw", cold_codec="raw")
+        clock = Clock()
+        s.retention.clock = clock
+        short = _fill(s, b"short", 2)
+        s.retain(short, Hint(ttl=30), ns="c")
+        clock.now += 31
+        _fill(s, b"flood", 40)
+        s.flush()
+        states = {explain(s, k, ns="c").state for k in short}
+        assert states == {"expired"}
+
+
+@pytest.fixture
+def two_tenants(tmp_path):  # type: ignore[no-untyped-def]
+    tokens = str(tmp_path / "tokens.jsonl")
+    t = {name: create_token(tokens, name, "write") for name in ("alice", "bob")}
+    store = TieredStore(str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB)
+    running = create_server(store, "127.0.0.1:0", auth_tokens=tokens)
+    yield f"127.0.0.1:{running.port}", t, store
+    running.stop(1)
+    store.close()
+
+
+def test_hints_through_grpc_stay_inside_the_tenant(two_tenants) -> None:  # type: ignore[no-untyped-def]
+    target, tokens, store = two_tenants
+    with Client(target, token=tokens["alice"], local="never", data="never") as alice:
+        alice.put_many([(b"a", b"1"), (b"b", b"2")], hint=Hint(session="s1", ttl=300))
+        assert alice.tiers([b"a", b"zz"], hint=Hint(session="s1")) == ["hot", None]
+    with Client(target, token=tokens["bob"], local="never") as bob:
+        assert bob.end_session("s1") == 0  # bob's "s1" is not alice's
+    assert store.retention.sessions.keys() == {"alice/s1"}
+    with Client(target, token=tokens["alice"], local="never") as alice:
+        assert alice.end_session("s1") == 2
+        alice.put_many([(b"c", b"3")], hint=Hint(priority=2))  # over the data plane, then hinted
+    assert store.retention.priority == {tenancy.key_prefix("alice#default") + b"c": 2}
+
+
+def test_raw_bad_hints_get_invalid_argument(two_tenants) -> None:  # type: ignore[no-untyped-def]
+    target, tokens, _ = two_tenants
+    md = [("authorization", f"Bearer {tokens['alice']}")]
+    with grpc.insecure_channel(target) as ch:
+        lookup = ch.unary_unary("/memstore.v1.Store/Lookup")
+        end = ch.unary_unary("/memstore.v1.Store/EndSession")
+        for hint in (pb.RetentionHint(ttl_seconds=-5), pb.RetentionHint(session="x" * 129)):
+            with pytest.raises(grpc.RpcError) as info:
+                lookup(pb.KeysRequest(keys=[b"k"], hint=hint).SerializeToString(), metadata=md, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as info:
+            end(pb.EndSessionRequest().SerializeToString(), metadata=md, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_replay_reads_session_hints_from_a_trace() -> None:
+    """B's blocks are older than A's, so LRU alone gives B's up; told that A ended, it gives A's."""
+    from memstore.replay import Request, replay
+
+    trace = [
+        Request(0, 1024, (3, 4), session="b"),
+        Request(1, 1024, (1, 2), session="a", end_session=True),
+        Request(2, 1024, (5, 6), session="c"),
+        Request(3, 1024, (3, 4), session="b"),
+    ]
+    plain = replay(trace, "lru", 4, block_tokens=512)
+    hinted = replay(trace, "lru", 4, block_tokens=512, hints=True)
+    assert plain.prefix_tokens == 0
+    assert hinted.prefix_tokens == 1024  # B's second turn found both blocks
+
+
+def test_the_agent_trace_generator() -> None:
+    from bench.agent_trace import AgentTraceParams, as_json, generate
+
+    trace = generate(AgentTraceParams(sessions=30, concurrency=5, seed=3))
+    assert trace == generate(AgentTraceParams(sessions=30, concurrency=5, seed=3))  # seeded
+    by_session: dict[str, list] = {}
+    for r in trace:
+        by_session.setdefault(r.session, []).append(r)
+    assert len(by_session) == 30
+    firsts = set()
+    for turns in by_session.values():
+        assert [t.end_session for t in turns] == [False] * (len(turns) - 1) + [True]
+        for before, after in itertools.pairwise(turns):  # each prompt extends the one before it
+            assert after.hash_ids[: len(before.hash_ids)] == before.hash_ids
+            assert len(after.hash_ids) > len(before.hash_ids) and after.timestamp > before.timestamp
+        firsts.add(turns[0].hash_ids[0])
+    assert len(firsts) < 30  # system prompts are shared
+    assert [r.timestamp for r in trace] == sorted(r.timestamp for r in trace)
+    assert as_json(trace[0])["session"] == trace[0].session
