@@ -29,6 +29,7 @@ from bench.replay_bounds import (
     request_classes,
 )
 from bench.replay_hosts import run_hosts
+from bench.replay_store import run_store
 from memstore.admission import AdmitAll, SeenTwice
 from memstore.policy import POLICIES, PrefixGreedyDual, make_policy
 from memstore.replay import Request, load_trace, replay
@@ -68,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="replay a generated agent trace (bench/agent_trace.py) without and with its session hints",
     )
     p.add_argument(
+        "--store",
+        action="store_true",
+        help="drive the trace through a real TieredStore at byte budgets (bench/replay_store.py)",
+    )
+    p.add_argument(
         "--requests",
         help="replay only these requests, START:END as a Python slice (for example :6015 and 6015: for "
         "the two halves of the conversation trace)",
@@ -99,6 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cached = trace if args.partial_blocks else _full_blocks(trace, args.block_tokens)
     if args.hosts is not None:
         return run_hosts(args, cached, distinct)
+    if args.store:
+        return run_store(args, cached, len({h for r in cached for h in r.hash_ids}))
     fractions = [float(x) for x in args.capacity.split(",")]
     policies = [*POLICIES, "opt"]
     rows: list[dict[str, Any]] = []

@@ -208,7 +208,7 @@ MUTANTS = [
         "explain-eviction-unnoted",
         "explain: a key evicted from cold is reported as evicted, by its policy",
         "memstore/movement.py",
-        '        self.removals.note(fk, "evicted", "cold", policy=self.cold.policy.name)\n',
+        '        self.removals.note(fk, reason, "cold", policy=self.cold.policy.name, detail=detail)\n',
         "",
         ("tests/test_explain.py",),
     ),

@@ -113,7 +113,7 @@ def main(out_path: str) -> None:
             swapped_lookup = [e for e in events() if e["event"] == "lookup"][-1]
             # Retention hints from kv_transfer_params: a session the client ends, and one the
             # connector ends itself when its request finishes.
-            hint = {"memstore_session": "chat-1", "memstore_priority": 3, "memstore_ttl": 600}
+            hint = {"memstore_session": "chat-1", "memstore_ttl": 600}
             generate(llm, " ".join(f"w{3000 + i}" for i in range(300)), hint)
             hinted_store = [e for e in events() if e["event"] == "store"][-1]
             released = c.end_session("chat-1")
