@@ -156,3 +156,19 @@ def store(tmp_path):  # type: ignore[no-untyped-def]
     s = open_store(str(tmp_path / "store"))
     yield s
     s.close()
+
+
+@pytest.fixture
+def two_tenants(tmp_path: Any) -> Iterator[tuple[str, dict[str, str], TieredStore]]:
+    """A server with bearer tokens for tenants "alice" and "bob" (write role): its TCP target, the
+    tokens by tenant, and its store."""
+    from memstore_server import create_server
+    from memstore_server.auth import create_token
+
+    tokens = str(tmp_path / "tokens.jsonl")
+    t = {name: create_token(tokens, name, "write") for name in ("alice", "bob")}
+    store = TieredStore(str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB)
+    running = create_server(store, "127.0.0.1:0", auth_tokens=tokens)
+    yield f"127.0.0.1:{running.port}", t, store
+    running.stop(1)
+    store.close()

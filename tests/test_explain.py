@@ -8,13 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from memstore import Client, TieredStore
 from memstore.explain import Removals, explain
 from memstore.kv import KVCache, KVIdentity
 from memstore_server import create_server
-from memstore_server.auth import create_token
 from tests.conftest import MiB
 
 
@@ -70,24 +68,13 @@ def test_the_ring_is_bounded() -> None:
     assert removal is not None and removal.reason == "deleted"
 
 
-@pytest.fixture
-def secured(tmp_path):  # type: ignore[no-untyped-def]
-    tokens = str(tmp_path / "tokens.jsonl")
-    t = {name: create_token(tokens, name, "write") for name in ("alice", "bob")}
-    store = TieredStore(str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB)
-    running = create_server(store, "127.0.0.1:0", auth_tokens=tokens)
-    yield f"127.0.0.1:{running.port}", t
-    running.stop(1)
-    store.close()
-
-
 def _identity(**changes: object) -> KVIdentity:
     base: dict[str, object] = {"model_id": "m", "num_layers": 2, "num_kv_heads": 2, "head_dim": 8}
     return KVIdentity(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_a_kv_miss_names_the_identity_fields_that_differ(secured) -> None:  # type: ignore[no-untyped-def]
-    target, tokens = secured
+def test_a_kv_miss_names_the_identity_fields_that_differ(two_tenants) -> None:  # type: ignore[no-untyped-def]
+    target, tokens, _ = two_tenants
     tokens_ids = list(range(64))
     with Client(target, token=tokens["alice"], local="never") as alice:
         writer = KVCache(alice, _identity(revision="r1"))

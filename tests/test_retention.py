@@ -15,8 +15,6 @@ from memstore.explain import explain
 from memstore.policy import LRU
 from memstore.retention import Hint, Retention
 from memstore.v1 import memstore_pb2 as pb
-from memstore_server import create_server
-from memstore_server.auth import create_token
 from tests.conftest import MiB
 
 
@@ -121,17 +119,6 @@ def test_an_expired_lifetime_is_what_explain_reports(tmp_path) -> None:  # type:
         s.flush()
         states = {explain(s, k, ns="c").state for k in short}
         assert states == {"expired"}
-
-
-@pytest.fixture
-def two_tenants(tmp_path):  # type: ignore[no-untyped-def]
-    tokens = str(tmp_path / "tokens.jsonl")
-    t = {name: create_token(tokens, name, "write") for name in ("alice", "bob")}
-    store = TieredStore(str(tmp_path / "s"), hot_bytes=8 * MiB, warm_bytes=8 * MiB, cold_bytes=64 * MiB)
-    running = create_server(store, "127.0.0.1:0", auth_tokens=tokens)
-    yield f"127.0.0.1:{running.port}", t, store
-    running.stop(1)
-    store.close()
 
 
 def test_hints_through_grpc_stay_inside_the_tenant(two_tenants) -> None:  # type: ignore[no-untyped-def]
