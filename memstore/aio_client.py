@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from memstore import client_calls as calls
 from memstore import client_core as core
-from memstore.client_core import MAX_MESSAGE_BYTES, RemoteError, Unary
+from memstore.client_calls import Unary
+from memstore.client_core import MAX_MESSAGE_BYTES, RemoteError
 from memstore.explain import Explanation
 from memstore.local import LocalArena, writable_bytes
 from memstore.retention import Hint
@@ -109,7 +111,7 @@ class AsyncClient(core.ClientBase):
             if self._arena_checked:
                 return self._arena
             try:
-                answer: bytes | RemoteError = await self._run(core.open_local_call(), None)
+                answer: bytes | RemoteError = await self._run(calls.open_local_call(), None)
             except RemoteError as exc:
                 answer = exc
             return self._arena_answer(answer)
@@ -128,7 +130,7 @@ class AsyncClient(core.ClientBase):
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Create a namespace (or confirm an identical one); see ``Client.create_namespace``."""
-        op = core.create_namespace_call(
+        op = calls.create_namespace_call(
             name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
         )
         return await self._run(op, timeout)
@@ -167,7 +169,7 @@ class AsyncClient(core.ClientBase):
                 yield m
 
         raw = await self._call(lambda t: self._put(messages(), timeout=t), timeout)
-        return stored + core.put_stored(raw)
+        return stored + calls.put_stored(raw)
 
     async def get(
         self, key: bytes, *, ns: str = "default", promote: bool = True, timeout: float | None = None
@@ -221,7 +223,7 @@ class AsyncClient(core.ClientBase):
     async def _grpc_get_many(
         self, keys: list[bytes], ns: str, promote: bool, timeout: float | None
     ) -> list[Any]:
-        req = core.get_request(keys, ns, promote)
+        req = calls.get_request(keys, ns, promote)
 
         async def call(t: float | None) -> list[Any]:
             out = core.GetAssembler(len(keys))
@@ -237,7 +239,7 @@ class AsyncClient(core.ClientBase):
     async def delete_many(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
-        return await self._run(core.delete_call(keys, ns), timeout)
+        return await self._run(calls.delete_call(keys, ns), timeout)
 
     async def contains(self, key: bytes, *, ns: str = "default", timeout: float | None = None) -> bool:
         return (await self.contains_many([key], ns=ns, timeout=timeout))[0]
@@ -245,13 +247,13 @@ class AsyncClient(core.ClientBase):
     async def contains_many(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
-        return await self._run(core.contains_call(keys, ns), timeout)
+        return await self._run(calls.contains_call(keys, ns), timeout)
 
     async def explain(
         self, key: bytes, *, ns: str = "default", identity: Any = None, timeout: float | None = None
     ) -> Explanation:
         """What the server knows of a key; see ``Client.explain``."""
-        return await self._run(core.explain_call(key, ns, identity), timeout)
+        return await self._run(calls.explain_call(key, ns, identity), timeout)
 
     async def tiers(
         self,
@@ -263,11 +265,11 @@ class AsyncClient(core.ClientBase):
     ) -> list[str | None]:
         """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read.
         With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
-        return await self._run(core.tiers_call(keys, ns, hint), timeout)
+        return await self._run(calls.tiers_call(keys, ns, hint), timeout)
 
     async def end_session(self, session: str, *, timeout: float | None = None) -> int:
         """End a session named in retention hints: its blocks no open session shares go first."""
-        return await self._run(core.end_session_call(session), timeout)
+        return await self._run(calls.end_session_call(session), timeout)
 
     async def prefetch(
         self,
@@ -279,15 +281,15 @@ class AsyncClient(core.ClientBase):
         timeout: float | None = None,
     ) -> int:
         """See ``Client.prefetch``."""
-        return await self._run(core.prefetch_call(keys, ns, mode, wait), timeout)
+        return await self._run(calls.prefetch_call(keys, ns, mode, wait), timeout)
 
     async def hint(self, *, ns: str = "default", prefix: bytes = b"", timeout: float | None = None) -> None:
-        await self._run(core.hint_call(ns, prefix), timeout)
+        await self._run(calls.hint_call(ns, prefix), timeout)
 
     async def pin(
         self, keys: Iterable[bytes], *, ns: str = "default", unpin: bool = False, timeout: float | None = None
     ) -> list[bool]:
-        return await self._run(core.pin_call(keys, ns, unpin), timeout)
+        return await self._run(calls.pin_call(keys, ns, unpin), timeout)
 
     async def unpin(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
@@ -295,10 +297,10 @@ class AsyncClient(core.ClientBase):
         return await self.pin(keys, ns=ns, unpin=True, timeout=timeout)
 
     async def delete_namespace(self, name: str, *, timeout: float | None = None) -> int:
-        return await self._run(core.delete_namespace_call(name), timeout)
+        return await self._run(calls.delete_namespace_call(name), timeout)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
-        return await self._run(core.stats_call(), timeout)
+        return await self._run(calls.stats_call(), timeout)
 
     async def close(self) -> None:
         self._close_arena()

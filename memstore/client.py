@@ -17,16 +17,17 @@ from typing import Any, TypeVar
 
 import grpc
 
+from memstore import client_calls as calls
 from memstore import client_core as core
 from memstore import dataplane_client as dpc
 from memstore.aio_client import AsyncClient
+from memstore.client_calls import Unary
 from memstore.client_core import (
     MAX_MESSAGE_BYTES,
     LocationCache,
     RemoteCapacityError,
     RemoteError,
     RemoteInvalidArgument,
-    Unary,
 )
 from memstore.dataplane_client import DataPlane, DataPlaneUnavailable
 from memstore.explain import Explanation
@@ -145,7 +146,7 @@ class Client(core.ClientBase):
             if self._arena_checked:
                 return self._arena
             try:
-                answer: bytes | RemoteError = self._run(core.open_local_call(), None)
+                answer: bytes | RemoteError = self._run(calls.open_local_call(), None)
             except RemoteError as exc:
                 answer = exc
             return self._arena_answer(answer)
@@ -162,7 +163,7 @@ class Client(core.ClientBase):
             if self._data is not None or time.monotonic() < self._data_retry_at:
                 return self._data
             try:
-                self._run(core.open_data_call(), None)  # the server offers one (and the call may)
+                self._run(calls.open_data_call(), None)  # the server offers one (and the call may)
             except RemoteError as exc:
                 if self.data_mode == "always":
                     raise DataPlaneUnavailable(f"the data plane was required: {exc}") from exc
@@ -170,7 +171,7 @@ class Client(core.ClientBase):
                 self._data_retry_at = float("inf") if never else time.monotonic() + 5.0
                 return None
             self._data = DataPlane(
-                lambda: self._run(core.open_data_call(), None),
+                lambda: self._run(calls.open_data_call(), None),
                 dpc.target_host(self.target),
                 dpc.tls_context(*self._data_tls),
                 self.timeout,
@@ -221,7 +222,7 @@ class Client(core.ClientBase):
     ) -> dict[str, Any]:
         """Create a namespace (or confirm an identical one). ``value_dtype``/``value_shape`` make every
         value an array of exactly that layout (KV-cache namespaces)."""
-        op = core.create_namespace_call(
+        op = calls.create_namespace_call(
             name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
         )
         return self._run(op, timeout)
@@ -263,7 +264,7 @@ class Client(core.ClientBase):
         if over_data is not None:
             return stored + over_data
         resp = self._call(lambda t: self._put(core.put_messages(ns, batch), timeout=t), timeout)
-        return stored + core.put_stored(resp)
+        return stored + calls.put_stored(resp)
 
     def get(
         self, key: bytes, *, ns: str = "default", promote: bool = True, timeout: float | None = None
@@ -325,7 +326,7 @@ class Client(core.ClientBase):
         return values if values is not None else self._grpc_get_many(keys, ns, promote, timeout)
 
     def _grpc_get_many(self, keys: list[bytes], ns: str, promote: bool, timeout: float | None) -> list[Any]:
-        req = core.get_request(keys, ns, promote)
+        req = calls.get_request(keys, ns, promote)
 
         def call(t: float | None) -> list[Any]:
             out = core.GetAssembler(len(keys))
@@ -341,7 +342,7 @@ class Client(core.ClientBase):
     def delete_many(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
-        return self._run(core.delete_call(keys, ns), timeout)
+        return self._run(calls.delete_call(keys, ns), timeout)
 
     def contains(self, key: bytes, *, ns: str = "default", timeout: float | None = None) -> bool:
         return self.contains_many([key], ns=ns, timeout=timeout)[0]
@@ -349,14 +350,14 @@ class Client(core.ClientBase):
     def contains_many(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
     ) -> list[bool]:
-        return self._run(core.contains_call(keys, ns), timeout)
+        return self._run(calls.contains_call(keys, ns), timeout)
 
     def explain(
         self, key: bytes, *, ns: str = "default", identity: Any = None, timeout: float | None = None
     ) -> Explanation:
         """What the server knows of a key: its tier, or why no tier holds it (``memstore.explain``);
         ``identity`` (a KVIdentity, dict or JSON) also names how the nearest namespace's differs."""
-        return self._run(core.explain_call(key, ns, identity), timeout)
+        return self._run(calls.explain_call(key, ns, identity), timeout)
 
     def tiers(
         self,
@@ -368,11 +369,11 @@ class Client(core.ClientBase):
     ) -> list[str | None]:
         """The tier holding each key ("hot", "warm", "cold") or None, in one call; nothing is read.
         With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
-        return self._run(core.tiers_call(keys, ns, hint), timeout)
+        return self._run(calls.tiers_call(keys, ns, hint), timeout)
 
     def end_session(self, session: str, *, timeout: float | None = None) -> int:
         """End a session named in retention hints: its blocks no open session shares go first."""
-        return self._run(core.end_session_call(session), timeout)
+        return self._run(calls.end_session_call(session), timeout)
 
     def prefetch(
         self,
@@ -387,16 +388,16 @@ class Client(core.ClientBase):
 
         ``mode``: "wait_complete", "best_effort" (returns at once) or "timeout" (waits at most ``wait`` s).
         """
-        return self._run(core.prefetch_call(keys, ns, mode, wait), timeout)
+        return self._run(calls.prefetch_call(keys, ns, mode, wait), timeout)
 
     def hint(self, *, ns: str = "default", prefix: bytes = b"", timeout: float | None = None) -> None:
         """Tell the server a namespace (or its keys starting with ``prefix``) is about to be used."""
-        self._run(core.hint_call(ns, prefix), timeout)
+        self._run(calls.hint_call(ns, prefix), timeout)
 
     def pin(
         self, keys: Iterable[bytes], *, ns: str = "default", unpin: bool = False, timeout: float | None = None
     ) -> list[bool]:
-        return self._run(core.pin_call(keys, ns, unpin), timeout)
+        return self._run(calls.pin_call(keys, ns, unpin), timeout)
 
     def unpin(
         self, keys: Iterable[bytes], *, ns: str = "default", timeout: float | None = None
@@ -404,10 +405,10 @@ class Client(core.ClientBase):
         return self.pin(keys, ns=ns, unpin=True, timeout=timeout)
 
     def delete_namespace(self, name: str, *, timeout: float | None = None) -> int:
-        return self._run(core.delete_namespace_call(name), timeout)
+        return self._run(calls.delete_namespace_call(name), timeout)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._run(core.stats_call(), timeout)
+        return self._run(calls.stats_call(), timeout)
 
     def close(self) -> None:
         self._close_arena()
