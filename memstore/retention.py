@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Container, Hashable, Iterable
 from dataclasses import dataclass
 
 from memstore.errors import InvalidValueError
 
+SCAN = 1024  # doomed keys looked at per victim choice
 MAX_SESSION = 256  # bytes, a server's tenant prefix included (callers' own ids: 128)
 MAX_TTL = 30 * 86400.0
 
@@ -57,7 +59,7 @@ class Retention:
         self._seq = 0
         self.sessions: dict[str, set[Hashable]] = {}  # open sessions and their keys
         self.open_of: dict[Hashable, set[str]] = {}  # key -> its open sessions
-        self.doomed: dict[Hashable, str] = {}  # key -> why it goes first (expired, ended, priority)
+        self.doomed: OrderedDict[Hashable, str] = OrderedDict()  # key -> why it goes first
 
     def __bool__(self) -> bool:
         return bool(self.priority or self.expires or self.open_of or self.doomed)
@@ -137,8 +139,12 @@ class Retention:
         if not self:
             return policy_victim(skip, incoming)
         self._expire()
-        for key in self.doomed:
+        # At most SCAN looks a call, moving each key passed over to the back: a tier whose doomed keys
+        # are few among many doomed elsewhere does not walk them all on every eviction.
+        for _ in range(min(len(self.doomed), SCAN)):
+            key = next(iter(self.doomed))
             if key in held and key != incoming and not skip(key):
                 return key
+            self.doomed.move_to_end(key)
         found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)
         return found if found is not None else policy_victim(skip, incoming)
