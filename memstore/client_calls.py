@@ -18,32 +18,6 @@ _DURABILITY = {"cache": pb.CACHE, "persistent": pb.PERSISTENT}
 _TIER_FIELDS = (*TIER_COUNTERS, "compression_ratio", "map_bytes", "published", "errors")
 
 
-def _namespace_request(
-    name: str,
-    durability: str,
-    warm_codec: str,
-    cold_codec: str,
-    value_dtype: str | None,
-    value_shape: Iterable[int] | None,
-    shared: bool = False,
-    identity: str = "",
-) -> bytes:
-    if durability not in _DURABILITY:
-        raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
-    req = pb.CreateNamespaceRequest(
-        name=name,
-        durability=_DURABILITY[durability],
-        warm_codec=warm_codec,
-        cold_codec=cold_codec,
-        shared=shared,
-        identity=identity,
-    )
-    if value_dtype is not None:
-        req.value_layout.dtype = value_dtype
-        req.value_layout.shape.extend(value_shape or ())
-    return req.SerializeToString()
-
-
 _TIER_NAMES = {pb.TIER_NONE: None, pb.HOT: "hot", pb.WARM: "warm", pb.COLD: "cold", pb.POOL: "pool"}
 
 
@@ -115,10 +89,20 @@ def create_namespace_call(
     shared: bool = False,
     identity: str = "",
 ) -> Unary[dict[str, Any]]:
-    req = _namespace_request(
-        name, durability, warm_codec, cold_codec, value_dtype, value_shape, shared, identity
+    if durability not in _DURABILITY:
+        raise ValueError(f"durability is 'cache' or 'persistent', not {durability!r}")
+    req = pb.CreateNamespaceRequest(
+        name=name,
+        durability=_DURABILITY[durability],
+        warm_codec=warm_codec,
+        cold_codec=cold_codec,
+        shared=shared,
+        identity=identity,
     )
-    return Unary("_create_namespace", req, _namespace_answer)
+    if value_dtype is not None:
+        req.value_layout.dtype = value_dtype
+        req.value_layout.shape.extend(value_shape or ())
+    return Unary("_create_namespace", req.SerializeToString(), _namespace_answer)
 
 
 def explain_call(key: bytes, ns: str, identity: Any) -> Unary[Explanation]:
