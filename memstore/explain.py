@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from memstore import tenancy
 from memstore.errors import InvalidValueError
-from memstore.namespace import check_key
+from memstore.namespace import check_key, parse_identity
 
 if TYPE_CHECKING:
     from memstore.store import TieredStore
@@ -159,13 +159,7 @@ def identity_dict(identity: Any) -> dict[str, Any] | None:
         return identity
     if hasattr(identity, "canonical_json"):
         identity = identity.canonical_json()
-    try:
-        parsed = json.loads(identity)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"an identity is a JSON object: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidValueError("an identity is a JSON object")
-    return parsed
+    return parse_identity(identity, InvalidValueError)
 
 
 def _nearest(out: Explanation, asked: dict[str, Any] | None, ns: str, options: dict[str, Any]) -> Explanation:

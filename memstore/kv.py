@@ -157,7 +157,9 @@ class KVCache:
     def lookup(self, tokens: Sequence[int] | np.ndarray, *, hint: Hint | None = None) -> PrefixHit:
         """How many leading full blocks of ``tokens`` are stored, and in which tier (one call); with a
         retention ``hint`` (``memstore.retention.Hint``), the stored ones take it."""
-        keys = self.keys(tokens)
+        return self._prefix(self.keys(tokens), hint)
+
+    def _prefix(self, keys: list[bytes], hint: Hint | None = None) -> PrefixHit:
         tiers = self.client.tiers(keys, ns=self.ns, hint=hint) if keys else []
         n = next((i for i, t in enumerate(tiers) if t is None), len(tiers))
         return PrefixHit(n, n * self.identity.block_tokens, tiers[:n])
@@ -167,7 +169,7 @@ class KVCache:
         (``memstore.explain.Explanation``) of the first full block no tier holds, with this identity
         compared against the tenant's other KV namespaces; None when every full block is stored."""
         keys = self.keys(tokens)
-        hit = self.lookup(tokens)
+        hit = self._prefix(keys)
         if hit.blocks == len(keys):
             return None
         return self.client.explain(keys[hit.blocks], ns=self.ns, identity=self.identity)

@@ -207,12 +207,18 @@ MAX_IDENTITY = 4096
 def _check_identity(identity: str) -> None:
     if len(identity.encode()) > MAX_IDENTITY:
         raise InvalidNamespaceError(f"an identity is at most {MAX_IDENTITY} bytes of JSON")
+    parse_identity(identity, InvalidNamespaceError)
+
+
+def parse_identity(text: Any, error: type[Exception]) -> dict[str, Any]:
+    """An identity's JSON text as a dict; ``error`` when it is not a JSON object."""
     try:
-        parsed = json.loads(identity)
-    except ValueError as exc:
-        raise InvalidNamespaceError(f"an identity is a JSON object: {exc}") from None
+        parsed = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise error(f"an identity is a JSON object: {exc}") from None
     if not isinstance(parsed, dict):
-        raise InvalidNamespaceError("an identity is a JSON object")
+        raise error("an identity is a JSON object")
+    return parsed
 
 
 def check_key(key: object) -> bytes:

@@ -84,7 +84,6 @@ def split_data(raw: bytes | memoryview) -> tuple[bytes | memoryview, memoryview]
     buf = memoryview(raw)
     pos = 0
     data = memoryview(b"")
-    data_span: tuple[int, int] | None = None
     dropped: list[tuple[int, int]] = []  # spans of data fields, left out of the header
     while pos < len(buf):
         start = pos
@@ -95,14 +94,13 @@ def split_data(raw: bytes | memoryview) -> tuple[bytes | memoryview, memoryview]
         if field == DATA_FIELD and kind == 2:
             length, pos = _read_varint(buf, pos)
             data = buf[pos : pos + length]
-            data_span = (start, pos + length)
-            dropped.append(data_span)
+            dropped.append((start, pos + length))
             pos += length
         else:
             pos = _skip(buf, pos, kind, field)
         if pos > len(buf):
             raise WireError("truncated message")
-    if data_span is None:
+    if not dropped:
         return buf, data
     if len(dropped) == 1 and dropped[0][1] == len(buf):  # the usual layout: data last, header a view
         return buf[: dropped[0][0]], data

@@ -164,27 +164,18 @@ class MemstoreStore(BaseStore):
     # ---- batches ----
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        for op in ops:
-            validate_op_namespace(op)
-            if isinstance(op, SearchOp):
-                check_filter(op.filter)
-        queries = {op.query for op in ops if isinstance(op, SearchOp) and op.query and self.embeddings}
+        ops = _checked(ops)
         embed = self.embeddings
-        vectors = {q: embed.embed_query(q) for q in queries} if embed is not None else {}
+        vectors = {q: embed.embed_query(q) for q in _queries(ops)} if embed is not None else {}
         return self._run(ops, vectors, self._embed_puts(ops))
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        for op in ops:
-            validate_op_namespace(op)
-            if isinstance(op, SearchOp):
-                check_filter(op.filter)
+        ops = _checked(ops)
         vectors: dict[str, list[float]] = {}
         puts: dict[int, dict[str, list[float]]] = {}
         embed = self.embeddings
         if embed is not None:
-            queries = sorted({op.query for op in ops if isinstance(op, SearchOp) and op.query})
+            queries = _queries(ops)
             found = await asyncio.gather(*(embed.aembed_query(q) for q in queries))
             vectors = dict(zip(queries, found, strict=True))
             texts = self._texts(ops)
@@ -294,9 +285,6 @@ class MemstoreStore(BaseStore):
         """Remove the items whose TTL has passed; returns how many."""
         return int(self.memory.sweep())
 
-    def sweep(self) -> int:
-        return self.sweep_ttl()
-
     def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> None:
         """Sweep in a background thread every ``sweep_interval_minutes`` (the TTL config's, else 5)."""
         if self._sweeper is not None:
@@ -319,6 +307,20 @@ class MemstoreStore(BaseStore):
         stopped = not self._sweeper.is_alive()
         self._sweeper = None
         return stopped
+
+
+def _checked(ops: Iterable[Op]) -> list[Op]:
+    """The batch's ops, every namespace and filter checked before any of them runs."""
+    ops = list(ops)
+    for op in ops:
+        validate_op_namespace(op)
+        if isinstance(op, SearchOp):
+            check_filter(op.filter)
+    return ops
+
+
+def _queries(ops: list[Op]) -> list[str]:
+    return sorted({op.query for op in ops if isinstance(op, SearchOp) and op.query})
 
 
 def _grouped(

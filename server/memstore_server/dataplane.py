@@ -31,12 +31,11 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memstore import dataplane as dp
 from memstore.local import boot_id
@@ -224,28 +223,10 @@ class DataPlane:
             self.bytes_in += received
             self.bytes_out += sent
 
-    def metrics(self) -> Iterator[Any]:
-        """Its Prometheus figures (``memstore_server.metrics``)."""
+    def figures(self) -> tuple[dict[tuple[str, str], int], int, int, int]:
+        """(frames by kind and code, value bytes received, value bytes sent, connections open)."""
         with self._lock:
-            frames, received, sent, open_now = (
-                dict(self.frames),
-                self.bytes_in,
-                self.bytes_out,
-                len(self.connections),
-            )
-        yield GaugeMetricFamily("memstore_dataplane_connections", "Data-plane connections open.", open_now)
-        served = CounterMetricFamily(
-            "memstore_dataplane_frames",
-            "Data-plane frames answered, by kind and status.",
-            labels=["kind", "code"],
-        )
-        for (kind, code), n in sorted(frames.items()):
-            served.add_metric([kind, code], n)
-        yield served
-        yield CounterMetricFamily(
-            "memstore_dataplane_received_bytes", "Value bytes received in PUT frames.", received
-        )
-        yield CounterMetricFamily("memstore_dataplane_sent_bytes", "Value bytes sent in answers.", sent)
+            return dict(self.frames), self.bytes_in, self.bytes_out, len(self.connections)
 
     def close(self) -> None:
         """Stop accepting, end every connection, remove the unix socket."""

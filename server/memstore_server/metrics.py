@@ -182,7 +182,7 @@ class StoreCollector(Collector):
         if "pool" in st:
             yield from _pool(st["pool"])
         if self.dataplane is not None:
-            yield from self.dataplane.metrics()
+            yield from _dataplane(*self.dataplane.figures())
 
 
 POOL_FIELDS = {
@@ -194,6 +194,22 @@ POOL_FIELDS = {
     "publish_dropped": "Records not published because the pool's queue was full.",
     "bytes_published": "Bytes this server published to the pool.",
 }
+
+
+def _dataplane(frames: dict[tuple[str, str], int], received: int, sent: int, open_now: int) -> Iterator[Any]:
+    yield GaugeMetricFamily("memstore_dataplane_connections", "Data-plane connections open.", open_now)
+    served = CounterMetricFamily(
+        "memstore_dataplane_frames",
+        "Data-plane frames answered, by kind and status.",
+        labels=["kind", "code"],
+    )
+    for (kind, code), n in sorted(frames.items()):
+        served.add_metric([kind, code], n)
+    yield served
+    yield CounterMetricFamily(
+        "memstore_dataplane_received_bytes", "Value bytes received in PUT frames.", received
+    )
+    yield CounterMetricFamily("memstore_dataplane_sent_bytes", "Value bytes sent in answers.", sent)
 
 
 def _pool(pool: dict[str, Any]) -> Iterator[Any]:

@@ -39,7 +39,7 @@ class _Backed(MemstoreStore):
 
     def _close(self) -> None:
         store, memory, scratch = self._owned
-        self.stop_ttl_sweeper()
+        MemstoreStore.stop_ttl_sweeper(self)  # the sync one, whatever a subclass makes of it
         memory.close()
         store.close()
         if scratch:
@@ -68,14 +68,13 @@ class AsyncStore(_Backed):
         try:
             yield self
         finally:
-            await self.stop_ttl_sweeper()  # type: ignore[func-returns-value]
             self._close()
 
     async def setup(self) -> None:  # type: ignore[override]
         """Nothing to migrate."""
 
     async def sweep_ttl(self) -> int:  # type: ignore[override]
-        return self.sweep()
+        return MemstoreStore.sweep_ttl(self)
 
     async def start_ttl_sweeper(self) -> None:  # type: ignore[override]
         MemstoreStore.start_ttl_sweeper(self)
