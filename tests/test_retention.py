@@ -136,7 +136,7 @@ def test_hints_through_grpc_stay_inside_the_tenant(two_tenants) -> None:  # type
 
 
 def test_raw_bad_hints_get_invalid_argument(two_tenants) -> None:  # type: ignore[no-untyped-def]
-    target, tokens, _ = two_tenants
+    target, tokens, store = two_tenants
     md = [("authorization", f"Bearer {tokens['alice']}")]
     with grpc.insecure_channel(target) as ch:
         lookup = ch.unary_unary("/memstore.v1.Store/Lookup")
@@ -148,6 +148,20 @@ def test_raw_bad_hints_get_invalid_argument(two_tenants) -> None:  # type: ignor
         with pytest.raises(grpc.RpcError) as info:
             end(pb.EndSessionRequest().SerializeToString(), metadata=md, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # a PutChunk's hint: a bad one refuses the call and stores nothing; a good one is applied
+        put = ch.stream_unary("/memstore.v1.Store/Put")
+        item = pb.PutItem(key=b"p", size=1, length=1)
+        bad = pb.PutChunk(items=[item], hint=pb.RetentionHint(ttl_seconds=-1), data=b"x")
+        with pytest.raises(grpc.RpcError) as info:
+            put(iter([bad.SerializeToString()]), metadata=md, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert not store.contains(b"p", ns="alice#default")
+        good = pb.PutChunk(items=[item], hint=pb.RetentionHint(priority=4), data=b"x")
+        assert (
+            pb.PutResponse.FromString(put(iter([good.SerializeToString()]), metadata=md, timeout=10)).stored
+            == 1
+        )
+    assert store.retention.priority == {tenancy.key_prefix("alice#default") + b"p": 4}
 
 
 def test_the_replay_reads_session_hints_from_a_trace() -> None:
