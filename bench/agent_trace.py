@@ -7,20 +7,27 @@ system prompt it shares with other sessions. ``generate`` makes such a trace fro
 (kept with it in the results' JSON); ``python bench/agent_trace.py OUT.jsonl`` writes one.
 
 Each request: ``timestamp`` (ms), ``input_length`` (tokens), ``hash_ids`` (one id per block: equal ids
-are equal prefixes), ``output_length``, ``session`` and, on a session's last turn, ``end_session``.
+are equal prefixes), ``output_length``, ``session`` and, on a session's last turn, ``end_session``; a
+turn after which the agent waits on a tool has ``pause_session`` (the runtime knows a tool call is in
+flight; it does not know how long the tool takes).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import json
+import math
 import random
 import sys
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from memstore.replay import Request
+from memstore.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ def generate(params: AgentTraceParams = AgentTraceParams()) -> list[Request]:
             prompt += fresh(rng.randint(*params.growth_blocks))
             output = rng.randint(50, 600)
             last = turn == turns - 1
+            tool = rng.random() < params.tool_share
             req = Request(
                 timestamp=t,
                 input_length=len(prompt) * params.block_tokens,
@@ -69,13 +77,10 @@ def generate(params: AgentTraceParams = AgentTraceParams()) -> list[Request]:
                 output_length=output,
                 session=f"s{s}",
                 end_session=last,
+                pause_session=tool and not last,
             )
             events.append((t, len(events), req))
-            gap = (
-                rng.randint(*params.tool_ms)
-                if rng.random() < params.tool_share
-                else rng.randint(*params.think_ms)
-            )
+            gap = rng.randint(*params.tool_ms) if tool else rng.randint(*params.think_ms)
             t += gap
         heapq.heappush(free_at, t)
     events.sort()
@@ -99,6 +104,8 @@ def as_json(r: Request) -> dict[str, Any]:
         out["session"] = r.session
     if r.end_session:
         out["end_session"] = True
+    if r.pause_session:
+        out["pause_session"] = True
     return out
 
 
@@ -110,9 +117,33 @@ if __name__ == "__main__":
     write(sys.argv[1], generate())
 
 
+class ReturnOracle(Retention):
+    """A bound, not a hint anyone can give: paused sessions ordered by when they really come back
+    (the farthest first), read off the trace. What is left between it and OPT no session hint holds."""
+
+    def __init__(self, clock: Callable[[], float], trace: list[Request]) -> None:
+        super().__init__(clock)
+        self._turns: dict[str, list[float]] = {}
+        for r in trace:
+            self._turns.setdefault(r.session, []).append(r.timestamp / 1000)
+
+    def _back_at(self, session: str) -> float:
+        turns = self._turns.get(session, [])
+        i = bisect.bisect_right(turns, self.clock())
+        return turns[i] if i < len(turns) else math.inf
+
+    def pause_session(self, session: str) -> int:
+        idle = super().pause_session(session)
+        back = {s: self._back_at(s) for s in self.paused}
+        order = sorted(self.idle, key=lambda k: -min(back[s] for s in self.open_of[k]))  # stable: tails first
+        self.idle = OrderedDict.fromkeys(order)
+        return idle
+
+
 def run_agent(args: Any) -> dict[str, Any]:
-    """``python bench/run.py replay --agent``: every policy on a generated agent trace, without and
-    with the trace's session hints, next to OPT, at the ``--capacity`` fractions of distinct blocks."""
+    """``python bench/run.py replay --agent``: every policy on a generated agent trace without hints,
+    with its session ends, with its ends and pauses, and with pauses ordered by a return-time oracle,
+    next to OPT, at the ``--capacity`` fractions of distinct blocks."""
     from tqdm import tqdm
 
     from bench.common import print_table, write_result
@@ -121,26 +152,35 @@ def run_agent(args: Any) -> dict[str, Any]:
 
     params = AgentTraceParams(sessions=120 if args.quick else AgentTraceParams.sessions)
     trace = generate(params)
+    ends_only = [dataclasses.replace(r, pause_session=False) for r in trace]
     distinct = len({h for r in trace for h in r.hash_ids})
     fractions = [float(x) for x in args.capacity.split(",")]
     rows: list[dict[str, Any]] = []
+    bt = params.block_tokens
     for frac in fractions:
         cap = max(1, int(distinct * frac))
-        opt = replay(trace, "opt", cap, block_tokens=params.block_tokens).prefix_hit_ratio
+        opt = replay(trace, "opt", cap, block_tokens=bt).prefix_hit_ratio
         for name in tqdm(list(POLICIES), desc=f"agent replay @{frac:g}", unit="policy"):
-            plain = replay(trace, name, cap, block_tokens=params.block_tokens).prefix_hit_ratio
-            hinted = replay(trace, name, cap, block_tokens=params.block_tokens, hints=True).prefix_hit_ratio
             rows.append(
                 {
                     "capacity": frac,
                     "blocks": cap,
                     "policy": name,
-                    "no_hints": plain,
-                    "hints": hinted,
+                    "no_hints": replay(trace, name, cap, block_tokens=bt).prefix_hit_ratio,
+                    "ends": replay(ends_only, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
+                    "hints": replay(trace, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
+                    "return_oracle": replay(
+                        trace,
+                        name,
+                        cap,
+                        block_tokens=bt,
+                        hints=True,
+                        make_retention=lambda clock: ReturnOracle(clock, trace),
+                    ).prefix_hit_ratio,
                     "opt": opt,
                 }
             )
-    print_table(rows, ["capacity", "blocks", "policy", "no_hints", "hints", "opt"])
+    print_table(rows, ["capacity", "blocks", "policy", "no_hints", "ends", "hints", "return_oracle", "opt"])
     summary: dict[str, Any] = {
         "trace_params": params_json(params),
         "requests": len(trace),
@@ -148,19 +188,20 @@ def run_agent(args: Any) -> dict[str, Any]:
     }
     for frac in fractions:
         at = [r for r in rows if r["capacity"] == frac]
-        best = max(at, key=lambda r: r["hints"])
-        best_plain = max(at, key=lambda r: r["no_hints"])
+        best = {c: max(at, key=lambda r: r[c]) for c in ("no_hints", "ends", "hints", "return_oracle")}
         summary[f"@{frac:g}"] = {
             "opt": at[0]["opt"],
-            "best_with_hints": [best["policy"], best["hints"]],
-            "best_without_hints": [best_plain["policy"], best_plain["no_hints"]],
-            "points_below_opt_with_hints": round(100 * (at[0]["opt"] - best["hints"]), 2),
+            "best_with_hints": [best["hints"]["policy"], best["hints"]["hints"]],
+            "best_with_ends_only": [best["ends"]["policy"], best["ends"]["ends"]],
+            "best_without_hints": [best["no_hints"]["policy"], best["no_hints"]["no_hints"]],
+            "best_with_return_oracle": [
+                best["return_oracle"]["policy"],
+                best["return_oracle"]["return_oracle"],
+            ],
+            "points_below_opt_with_hints": round(100 * (at[0]["opt"] - best["hints"]["hints"]), 2),
         }
-        print(
-            f"@{frac:g}: OPT {at[0]['opt']:.3f}; best with hints {best['policy']} {best['hints']:.3f} "
-            f"({summary[f'@{frac:g}']['points_below_opt_with_hints']} points below); without hints "
-            f"{best_plain['policy']} {best_plain['no_hints']:.3f}"
-        )
+        figures = "; ".join(f"{c} {best[c][c]:.3f} ({best[c]['policy']})" for c in best)
+        print(f"@{frac:g}: OPT {at[0]['opt']:.3f}; best {figures}")
     path = write_result(
         "replay-agent",
         rows,
@@ -183,8 +224,9 @@ def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
     for ax, frac in zip(axes[0], fractions, strict=True):
         at = [r for r in rows if r["capacity"] == frac]
         x = range(len(at))
-        ax.bar([i - 0.2 for i in x], [r["no_hints"] for r in at], 0.4, label="no hints")
-        ax.bar([i + 0.2 for i in x], [r["hints"] for r in at], 0.4, label="session hints")
+        series = (("no_hints", "no hints"), ("ends", "session ends"), ("hints", "ends and pauses"))
+        for j, (column, label) in enumerate(series):
+            ax.bar([i + 0.27 * (j - 1) for i in x], [r[column] for r in at], 0.27, label=label)
         ax.axhline(at[0]["opt"], color="k", linestyle="--", label="OPT")
         ax.set_xticks(list(x), [r["policy"] for r in at], rotation=45, ha="right")
         ax.set_title(f"cache = {frac:g} of distinct blocks")

@@ -8,9 +8,11 @@ with real LMDB under a scratch dir. A request walks its blocks in order: a block
 (``get``), a missing one is computed and put with its predecessor as parent. At the same total bytes:
 
 - ``raw, one tier``: raw values, one tier of all the bytes, LRU: what an engine's CPU offload holds
-  (kept in the cold tier with the raw codec, so its time per request is LMDB's, not DRAM's);
+  (vLLM's offloading connector evicts its CPU blocks by LRU unless told otherwise,
+  ``vllm/v1/kv_offload/lru_manager.py``); kept in the cold tier with the raw codec, so its time per
+  request is LMDB's, not DRAM's;
 - ``memstore defaults``: the bytes split as the default tier sizes are (hot 1 : warm 2 : cold 16),
-  byteplane in warm and cold;
+  byteplane in warm and cold, the default eviction policy;
 - ``memstore ecq``: the same split with the lossy ``ecq`` codec in warm and cold.
 
 Figures: token prefix hit ratio (as the block replay counts it), reads served by each tier, and the
@@ -46,7 +48,10 @@ def map_for(record_bytes: int) -> int:
 def store_for(setting: str, path: str, total: int) -> tuple[TieredStore, str]:
     """A store of ``total`` bytes in all, laid out as ``setting`` says, and its namespace's codec."""
     if setting == "raw, one tier":
-        return TieredStore(path, hot_bytes=0, warm_bytes=0, cold_bytes=map_for(total), prefault=False), "raw"
+        raw = TieredStore(
+            path, hot_bytes=0, warm_bytes=0, cold_bytes=map_for(total), prefault=False, policy="lru"
+        )
+        return raw, "raw"
     share = total / (HOT + WARM + COLD)
     store = TieredStore(
         path,
@@ -140,15 +145,19 @@ def run_store(args: Any, trace: list[Request], distinct: int) -> dict[str, Any]:
             store, codec = store_for(setting, f"{scratch}/s", total)
             with store:
                 r = replay_store(trace, store, codec, blocks, block_tokens=args.block_tokens)
+                policy = store.stats()["policy"]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        rows.append({"capacity": frac, "total_MiB": total / (1 << 20), "setting": setting, **r})
+        rows.append(
+            {"capacity": frac, "total_MiB": total / (1 << 20), "setting": setting, "policy": policy, **r}
+        )
     print_table(
         rows,
         [
             "capacity",
             "total_MiB",
             "setting",
+            "policy",
             "prefix_hit_ratio",
             "reads_hot",
             "reads_warm",

@@ -267,9 +267,10 @@ class AsyncClient(core.ClientBase):
         With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
         return await self._run(calls.tiers_call(keys, ns, hint), timeout)
 
-    async def end_session(self, session: str, *, timeout: float | None = None) -> int:
-        """End a session named in retention hints: its blocks no open session shares go first."""
-        return await self._run(calls.end_session_call(session), timeout)
+    async def end_session(self, session: str, *, pause: bool = False, timeout: float | None = None) -> int:
+        """End a session named in retention hints: its blocks no open session shares go first. With
+        ``pause`` it only waits (a tool call in flight) until a hint names it again."""
+        return await self._run(calls.end_session_call(session, pause), timeout)
 
     async def prefetch(
         self,

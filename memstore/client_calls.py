@@ -153,8 +153,8 @@ def tiers_call(keys: Iterable[bytes], ns: str, hint: Hint | None = None) -> Unar
     return Unary("_lookup", req.SerializeToString(), parse)
 
 
-def end_session_call(session: str) -> Unary[int]:
-    req = pb.EndSessionRequest(session=session).SerializeToString()
+def end_session_call(session: str, pause: bool = False) -> Unary[int]:
+    req = pb.EndSessionRequest(session=session, pause=pause).SerializeToString()
     return Unary("_end_session", req, lambda raw: int(pb.EndSessionResponse.FromString(raw).released))
 
 

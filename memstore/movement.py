@@ -327,7 +327,11 @@ class Movement:
     def evict_cold(self, fk: bytes) -> bool:
         why = self.retention.reason(fk)  # a hint gave it up first: its lifetime passed, its session ended
         reason = "expired" if why == "expired" else "evicted"
-        detail = {"ended": "its sessions ended", "priority": "hinted with a negative priority"}.get(why, "")
+        detail = {
+            "ended": "its sessions ended",
+            "paused": "its sessions were paused",
+            "priority": "hinted with a negative priority",
+        }.get(why, "")
         self.removals.note(fk, reason, "cold", policy=self.cold.policy.name, detail=detail)
         self.retention.forget(fk)
         self.cold.policy.evict(fk)

@@ -204,8 +204,8 @@ class PrefixGreedyDual:
       (Cao and Irani, 1997; with frequency as in GDSF): its priority is ``L + log2(1 + uses)``, and
       ``L`` rises to the priority of each reused block evicted. Blocks used many times outlive those
       used once, and stale ones age out as ``L`` climbs. Use counts of evicted blocks are remembered
-      for four times as many keys as are tracked: conversations come back minutes later, long after
-      a small cache has turned over.
+      for four times as many keys as are tracked (at most ``MAX_HISTORY``): conversations come back
+      minutes later, long after a small cache has turned over.
     - The share of keys probation aims for adapts as ARC's target does: a block evicted from probation
       that comes back raises it, a reused block that comes back lowers it. Both ghost lists remember
       the same window of evictions (as many as the policy tracks keys), so neither signal drowns the
@@ -215,6 +215,7 @@ class PrefixGreedyDual:
     """
 
     name = "prefix-gd"
+    MAX_HISTORY = 1 << 20  # evicted keys remembered at most, however many are tracked: bounded memory
 
     def __init__(self, capacity: int = 0, history: int = 4) -> None:
         self._history_per_key = history  # evicted keys whose use counts are remembered, per key tracked
@@ -294,7 +295,7 @@ class PrefixGreedyDual:
                 while ghost and next(iter(ghost.values())) < window:
                     ghost.popitem(last=False)
             self._history[key] = uses
-            while len(self._history) > self._history_per_key * max(len(self), 1):
+            while len(self._history) > min(self._history_per_key * max(len(self), 1), self.MAX_HISTORY):
                 self._history.popitem(last=False)
         self.remove(key)
 

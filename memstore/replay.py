@@ -36,6 +36,7 @@ class Request:
     output_length: int = 0
     session: str = ""  # agent traces: the session the request belongs to
     end_session: bool = False  # ... and whether it is that session's last
+    pause_session: bool = False  # ... or whether the session waits after it (a tool call)
 
 
 def load_trace(path: str) -> list[Request]:
@@ -55,6 +56,7 @@ def load_trace(path: str) -> list[Request]:
                         int(r.get("output_length", 0)),
                         str(r.get("session", "")),
                         bool(r.get("end_session", False)),
+                        bool(r.get("pause_session", False)),
                     )
                 )
     return out
@@ -106,21 +108,25 @@ def replay(
     admission: Admission | None = None,
     make: Callable[[int], EvictionPolicy] | None = None,
     hints: bool = False,
+    make_retention: Callable[[Callable[[], float]], Retention] = Retention,
+    pin_in_use: bool = True,
 ) -> ReplayResult:
     """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy (or by the one
-    ``make(capacity)`` builds, reported under ``policy_name``). With ``hints``, requests' sessions and
-    session ends are told to the cache as the store's retention hints (``memstore.retention``)."""
+    ``make(capacity)`` builds, reported under ``policy_name``). With ``hints``, requests' sessions,
+    pauses and ends are told to the cache as the store's retention hints (``memstore.retention``; a
+    ``make_retention(clock)`` of its own, for bounds). ``pin_in_use=False`` lets a request's own blocks
+    be evicted while it runs, as a store that is not told what an engine holds does."""
     trace = list(trace)
     if policy_name == "opt" and make is None:
         return _replay_opt(trace, capacity, block_tokens)
     policy = make(capacity) if make is not None else make_policy(policy_name, capacity)
     now = [0.0]
-    retention = Retention(lambda: now[0]) if hints else None
+    retention = make_retention(lambda: now[0]) if hints else None
     cache = BlockCache(policy, capacity, admission, retention)
     cold_read: set[int] = set()
     res = ReplayResult(policy_name, capacity, 0, 0, 0, 0)
     for req in trace:
-        in_use = set(req.hash_ids)
+        in_use = set(req.hash_ids) if pin_in_use else set()
         res.total_tokens += req.input_length
         leading = True
         parent: int | None = None
@@ -142,6 +148,8 @@ def replay(
             retention.hint([h for h in req.hash_ids if h in cache], Hint(session=req.session))
             if req.end_session:
                 retention.end_session(req.session)
+            elif req.pause_session:
+                retention.pause_session(req.session)
     res.cold_writes = cache.cold_writes
     res.cold_writes_read = len(cold_read)
     return res

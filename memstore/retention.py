@@ -2,13 +2,16 @@
 
 A put or a lookup may carry a ``Hint``: a lifetime (``ttl`` seconds, as prompt-caching APIs let a
 caller ask for 5 minutes or an hour), a ``priority`` and a ``session`` id that the caller later ends
-(``end_session``). When a tier needs room:
+(``end_session``), or pauses while it waits on a tool call or its user (``pause_session``; the next
+hint that names the session resumes it). When a tier needs room:
 
 1. first to go are blocks whose lifetime passed, blocks hinted with a negative priority, and blocks
    whose every session has ended (a shared prefix stays while any session that used it is open);
-2. then the policy's own order, passing over blocks that are protected: a positive priority, or a
-   lifetime that has not passed;
-3. only when nothing else is left, the policy's order over the protected blocks too.
+2. then the policy's own order, passing over blocks that are protected: a positive priority, a
+   lifetime that has not passed, or an open session;
+3. then blocks whose every open session is paused, the session paused first going first, and within
+   a session its tail before its head, so what stays of it is a prefix;
+4. only when nothing else is left, the policy's order over the protected blocks too.
 
 Blocks never hinted keep exactly the policy's order. Sans-IO: keys are any hashables and time comes
 from the caller's clock, so the replay simulator uses the same rules as the store.
@@ -57,9 +60,11 @@ class Retention:
         self.expires: dict[Hashable, float] = {}
         self._deadlines: list[tuple[float, int, Hashable]] = []  # a heap of (expiry, seq, key)
         self._seq = 0
-        self.sessions: dict[str, set[Hashable]] = {}  # open sessions and their keys
+        self.sessions: dict[str, dict[Hashable, None]] = {}  # open sessions and their keys, in order
         self.open_of: dict[Hashable, set[str]] = {}  # key -> its open sessions
+        self.paused: set[str] = set()  # open sessions that wait
         self.doomed: OrderedDict[Hashable, str] = OrderedDict()  # key -> why it goes first
+        self.idle: OrderedDict[Hashable, None] = OrderedDict()  # keys only paused sessions hold
 
     def __bool__(self) -> bool:
         return bool(self.priority or self.expires or self.open_of or self.doomed)
@@ -72,6 +77,7 @@ class Retention:
         now = self.clock()
         for key in keys:
             self.doomed.pop(key, None)  # asked for again: whatever doomed it is over
+            self.idle.pop(key, None)
             if hint.priority:
                 self.priority[key] = hint.priority
                 if hint.priority < 0:
@@ -83,32 +89,59 @@ class Retention:
                     self._seq += 1
                     heapq.heappush(self._deadlines, (until, self._seq, key))
             if hint.session:
-                self.sessions.setdefault(hint.session, set()).add(key)
+                self.sessions.setdefault(hint.session, {})[key] = None
                 self.open_of.setdefault(key, set()).add(hint.session)
+        if hint.session in self.paused:  # it is back: none of its keys waits any more
+            self.paused.discard(hint.session)
+            for key in self.sessions[hint.session]:
+                self.idle.pop(key, None)
 
     def end_session(self, session: str) -> int:
         """End a session: its keys that no open session shares go first. Returns how many that made."""
         doomed = 0
-        for key in self.sessions.pop(session, set()):
+        self.paused.discard(session)
+        for key in self.sessions.pop(session, {}):
             left = self.open_of.get(key)
             if left is None:
                 continue
             left.discard(session)
             if not left:
                 del self.open_of[key]
+                self.idle.pop(key, None)
                 if self.priority.get(key, 0) <= 0:
                     self.doomed[key] = "ended"
                     self.expires.pop(key, None)
                     doomed += 1
+            elif left <= self.paused and self._yields(key):
+                self.idle[key] = None
         return doomed
+
+    def pause_session(self, session: str) -> int:
+        """The session waits: until a hint names it again, its keys that no running session shares go
+        after unprotected blocks and before running sessions'. Returns how many keys that made."""
+        keys = self.sessions.get(session)
+        if keys is None:
+            return 0
+        self.paused.add(session)
+        idle = 0
+        for key in reversed(keys):  # tail first
+            if key not in self.idle and self.open_of.get(key, set()) <= self.paused and self._yields(key):
+                self.idle[key] = None
+                idle += 1
+        return idle
+
+    def _yields(self, key: Hashable) -> bool:
+        """Neither a positive priority nor a lifetime not yet passed keeps ``key``."""
+        return self.priority.get(key, 0) <= 0 and key not in self.expires
 
     def forget(self, key: Hashable) -> None:
         """The key left the store: drop what is known of it."""
         self.priority.pop(key, None)
         self.expires.pop(key, None)
         self.doomed.pop(key, None)
+        self.idle.pop(key, None)
         for session in self.open_of.pop(key, set()):
-            self.sessions.get(session, set()).discard(key)
+            self.sessions.get(session, {}).pop(key, None)
 
     # ---- what eviction asks ----
 
@@ -118,15 +151,21 @@ class Retention:
             until, _, key = heapq.heappop(self._deadlines)
             if self.expires.get(key) == until:
                 del self.expires[key]
-                if not self.open_of.get(key) and self.priority.get(key, 0) <= 0:
+                if self.priority.get(key, 0) > 0:
+                    continue
+                sessions = self.open_of.get(key)
+                if not sessions:
                     self.doomed[key] = "expired"
+                elif sessions <= self.paused:
+                    self.idle[key] = None
 
     def protected(self, key: Hashable) -> bool:
         return self.priority.get(key, 0) > 0 or key in self.expires or bool(self.open_of.get(key))
 
     def reason(self, key: Hashable) -> str:
-        """Why ``key`` would go first ("expired", "ended", "priority"), or ""."""
-        return self.doomed.get(key, "")
+        """Why ``key`` would go before the policy's order says ("expired", "ended", "priority",
+        "paused"), or ""."""
+        return self.doomed.get(key, "") or ("paused" if key in self.idle else "")
 
     def victim(
         self,
@@ -147,4 +186,11 @@ class Retention:
                 return key
             self.doomed.move_to_end(key)
         found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)
-        return found if found is not None else policy_victim(skip, incoming)
+        if found is not None:
+            return found
+        for _ in range(min(len(self.idle), SCAN)):
+            key = next(iter(self.idle))
+            if key in held and key != incoming and not skip(key):
+                return key
+            self.idle.move_to_end(key)
+        return policy_victim(skip, incoming)

@@ -12,9 +12,10 @@ DEFAULTS: dict[str, object] = {
     "warm_bytes": 512 * MiB,
     # Cold tier: the LMDB map size of a new store (an existing one keeps its own unless told otherwise).
     "cold_bytes": 4 * GiB,
-    # Eviction order of every tier. For KV blocks, prefix-gd or prefix-slru keep more prefixes (see
-    # README, "Eviction, admission, prefetch"); lru is the predictable default for mixed data.
-    "policy": "lru",
+    # Eviction order of every tier. prefix-gd keeps the most prefixes of KV blocks in the replays (see
+    # README, "Eviction, admission, prefetch"), at byte budgets through the real store too; for keys
+    # put without parents every key is a leaf, and it is a scan-resistant probation + GreedyDual.
+    "policy": "prefix-gd",
     # Byte-plane zstd: about 1.45x on bf16 KV, falls back to zstd-1 for bytes.
     "warm_codec": "byteplane",
     "cold_codec": "byteplane",

@@ -348,9 +348,13 @@ class TieredStore:
             self.retention.hint(held, hint)
         return len(held)
 
-    def end_session(self, session: str) -> int:
-        """End a hinted session: its blocks no open session shares go first. Returns how many."""
+    def end_session(self, session: str, *, pause: bool = False) -> int:
+        """End a hinted session: its blocks no open session shares go first. Returns how many. With
+        ``pause``, the session only waits (a tool call, its user): its blocks that no running session
+        shares go after unhinted ones, until a hint names the session again."""
         with self._lock:
+            if pause:
+                return self.retention.pause_session(session)
             return self.retention.end_session(session)
 
     def tiers_of(

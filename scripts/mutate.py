@@ -236,6 +236,30 @@ MUTANTS = [
         "            left.discard(session)\n            if True:",
         ("tests/test_retention.py",),
     ),
+    Mutant(
+        "retention-pause-never-resumed",
+        "retention: a paused session's next hint brings its blocks back into the running order",
+        "memstore/retention.py",
+        "        if hint.session in self.paused:",
+        "        if False:",
+        ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "retention-paused-before-unhinted",
+        "retention: a paused session's blocks go after unhinted ones, before running sessions'",
+        "memstore/retention.py",
+        "        found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)\n        if found",
+        "        found = None\n        if found",
+        ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "retention-pause-head-first",
+        "retention: a paused session loses its tail before its head, so what stays is a prefix",
+        "memstore/retention.py",
+        "        for key in reversed(keys):  # tail first",
+        "        for key in keys:  # tail first",
+        ("tests/test_retention.py",),
+    ),
 ]
 
 

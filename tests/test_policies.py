@@ -18,6 +18,7 @@ from bench.replay_bounds import (
 )
 from memstore.admission import SeenTwice
 from memstore.policy import POLICIES, make_policy
+from memstore.prefix_policy import PrefixGreedyDual
 from memstore.replay import Request, replay
 
 
@@ -460,3 +461,16 @@ def test_hits_after_a_miss_are_counted_apart() -> None:
     assert (lru.block_hits, lru.hits_after_miss, lru.prefix_tokens) == (2, 2, 0)
     prefix = replay(trace, "prefix-lru", 3)
     assert (prefix.block_hits, prefix.hits_after_miss, prefix.prefix_tokens) == (2, 0, 1024)
+
+
+def test_prefix_gd_remembers_a_bounded_number_of_evicted_keys(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A store of many small records evicts millions of keys: what it remembers of them is capped."""
+    monkeypatch.setattr(PrefixGreedyDual, "MAX_HISTORY", 50)
+    policy = PrefixGreedyDual()
+    for k in range(100):
+        policy.insert(k)
+    for k in range(100, 10_000):
+        victim = policy.victim(lambda _: False)
+        policy.evict(victim)
+        policy.insert(k)
+    assert len(policy) == 100 and len(policy._history) == 50  # 4 x 100 tracked would be 400

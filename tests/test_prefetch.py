@@ -12,8 +12,11 @@ from tests.conftest import MiB, open_store
 
 @pytest.fixture
 def store(tmp_path):  # type: ignore[no-untyped-def]
-    # A small hot tier: values live in warm/cold until something promotes them.
-    s = open_store(str(tmp_path / "s"), hot_bytes=512 << 10, warm_bytes=256 << 10, cold_bytes=64 * MiB)
+    # A small hot tier: values live in warm/cold until something promotes them. LRU: a key just
+    # promoted is the last to go, so what these tests expect to find in hot does not hang on the policy.
+    s = open_store(
+        str(tmp_path / "s"), hot_bytes=512 << 10, warm_bytes=256 << 10, cold_bytes=64 * MiB, policy="lru"
+    )
     yield s
     s.close()
 

@@ -1,9 +1,10 @@
 """The store replay (``bench/replay_store.py``) counts as the block replay does: with compression off and
-a byte budget of exactly N blocks, a real store under LRU serves the same prefix tokens as the
-simulated cache of N blocks."""
+a byte budget of exactly N blocks, a real store under LRU or prefix-gd serves the same prefix tokens as
+the simulated cache of N blocks."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -33,13 +34,14 @@ def test_store_replay_matches_the_block_replay(tmp_path) -> None:  # type: ignor
         probe.create_namespace("kv", warm_codec="raw", cold_codec="raw")
         probe.put(b"%016x" % 1, blocks(1), ns="kv")
         cost = probe.stats()["cold"]["bytes"]  # what one block takes of the cold budget
-    for seed in range(3):
+    for seed, policy in itertools.product(range(3), ("lru", "prefix-gd")):
         trace = _trace(seed)
-        path = str(tmp_path / f"s{seed}")
-        with TieredStore(path, hot_bytes=0, warm_bytes=0, cold_bytes=map_for(8 * cost)) as s:
+        path = str(tmp_path / f"s{seed}-{policy}")
+        with TieredStore(path, hot_bytes=0, warm_bytes=0, cold_bytes=map_for(8 * cost), policy=policy) as s:
             fits = s.stats()["cold"]["capacity_bytes"] // cost  # as many whole blocks as the budget holds
             got = replay_store(trace, s, "raw", blocks, block_tokens=512, promote=False)
             assert s.stats()["cold"]["items"] == fits
-        expected = replay(trace, "lru", fits, block_tokens=512)
+        # the store is not told which blocks the request holds: the block replay without that pin
+        expected = replay(trace, policy, fits, block_tokens=512, pin_in_use=False)
         assert 0 < expected.prefix_tokens < expected.total_tokens
         assert (got["prefix_tokens"], got["total_tokens"]) == (expected.prefix_tokens, expected.total_tokens)

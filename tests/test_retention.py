@@ -4,6 +4,7 @@ bytes too) and tenants."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 
 import grpc
@@ -71,6 +72,44 @@ def test_an_ended_session_goes_first_but_a_shared_prefix_stays() -> None:
     assert r.end_session("never-opened") == 0
 
 
+def test_a_paused_session_waits_behind_unhinted_blocks_tail_first_until_it_is_back() -> None:
+    r = Retention(Clock())
+    policy = _lru("sys", "a1", "a2", "b1", "plain")
+    held = {"sys", "a1", "a2", "b1", "plain"}
+    r.hint(["sys", "a1", "a2"], Hint(session="a"))
+    r.hint(["sys", "b1"], Hint(session="b"))
+    assert r.pause_session("a") == 2  # "sys" is shared with b, which runs
+    assert r.reason("a2") == "paused" and r.reason("sys") == ""
+    assert _victim(r, policy, held) == "plain"  # unhinted blocks still go before a paused session's
+    held.discard("plain"), policy.remove("plain")
+    assert _victim(r, policy, held) == "a2"  # then the paused session's tail, before its head
+    r.hint(["sys", "a1", "a2"], Hint(session="a"))  # its next turn: back
+    assert r.reason("a2") == "" and "a" not in r.paused
+    assert _victim(r, policy, held) == "sys"  # every block runs again: the policy's order
+    assert r.pause_session("b") == 1 and r.pause_session("a") == 3  # now "sys" waits as well
+    assert _victim(r, policy, held) == "b1"  # paused first, gone first
+    assert r.end_session("a") == 2  # ending a paused session: its own blocks go first
+    assert _victim(r, policy, held) in {"a1", "a2"}
+    assert r.pause_session("never-opened") == 0
+
+
+def test_the_session_paused_first_goes_first_and_its_lifetime_keeps_a_block() -> None:
+    clock = Clock()
+    r = Retention(clock)
+    policy = _lru("old", "new", "kept")
+    held = {"old", "new", "kept"}
+    r.hint(["old"], Hint(session="s1"))
+    r.hint(["new"], Hint(session="s2"))
+    r.hint(["kept"], Hint(session="s3", ttl=60))
+    r.pause_session("s1"), r.pause_session("s2"), r.pause_session("s3")
+    assert _victim(r, policy, held) == "old"
+    assert r.reason("kept") == ""  # a lifetime not yet passed keeps it out of the waiting line
+    clock.now += 61
+    held.discard("old"), r.forget("old"), policy.remove("old")
+    held.discard("new"), r.forget("new"), policy.remove("new")
+    assert _victim(r, policy, held) == "kept" and r.reason("kept") == "paused"
+
+
 def test_bad_hints_are_refused() -> None:
     for bad in ({"ttl": -1.0}, {"ttl": float("nan")}, {"priority": 5000}, {"session": "x" * 300}):
         with pytest.raises(InvalidValueError):
@@ -107,6 +146,24 @@ def test_in_the_store_a_hinted_block_outlives_a_flood_and_an_ended_session_goes_
             s.retain([b"k"], Hint(priority=1), ns="p")
 
 
+def test_in_the_store_a_paused_session_makes_room_before_a_running_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with TieredStore(str(tmp_path / "s"), hot_bytes=0, warm_bytes=0, cold_bytes=8 * MiB) as s:
+        s.create_namespace("c", warm_codec="raw", cold_codec="raw")
+        waiting, running = _fill(s, b"wait", 8), _fill(s, b"run", 8)
+        s.flush()
+        assert all(s.contains(k, ns="c") for k in waiting + running)
+        s.retain(waiting, Hint(session="tool-call"), ns="c")
+        s.retain(running, Hint(session="thinking"), ns="c")
+        assert s.end_session("tool-call", pause=True) == 8
+        for i in range(8):  # the running session grows, a block a turn
+            s.retain(_fill(s, b"new%d-" % i, 1), Hint(session="thinking"), ns="c")
+        s.flush()
+        assert all(s.contains(k, ns="c") for k in running)
+        gone = [k for k in waiting if not s.contains(k, ns="c")]
+        assert gone and gone == waiting[-len(gone) :]  # its tail went first: what stays is a prefix
+        assert explain(s, gone[0], ns="c").detail == "its sessions were paused"
+
+
 def test_an_expired_lifetime_is_what_explain_reports(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with TieredStore(str(tmp_path / "s"), hot_bytes=0, warm_bytes=0, cold_bytes=8 * MiB) as s:
         s.create_namespace("c", warm_codec="raw", cold_codec="raw")
@@ -131,6 +188,13 @@ def test_hints_through_grpc_stay_inside_the_tenant(two_tenants) -> None:  # type
     assert store.retention.sessions.keys() == {"alice/s1"}
     with Client(target, token=tokens["alice"], local="never") as alice:
         assert alice.end_session("s1") == 2
+        alice.put_many([(b"w", b"4")], hint=Hint(session="tool"))
+        assert alice.end_session("tool", pause=True) == 1
+        assert store.retention.paused == {"alice/tool"}
+        with Client(target, token=tokens["bob"], local="never") as bob:
+            assert bob.end_session("tool") == 0  # nor is her paused session his to end
+        assert alice.tiers([b"w"], hint=Hint(session="tool")) == ["hot"]  # named again: it is back
+        assert store.retention.paused == set()
         alice.put_many([(b"c", b"3")], hint=Hint(priority=2))  # over the data plane, then hinted
     assert store.retention.priority == {tenancy.key_prefix("alice#default") + b"c": 2}
 
@@ -180,6 +244,30 @@ def test_the_replay_reads_session_hints_from_a_trace() -> None:
     assert hinted.prefix_tokens == 1024  # B's second turn found both blocks
 
 
+def test_the_replay_reads_session_pauses_from_a_trace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A pauses for a tool call; its blocks make room for C, where LRU alone would give B's up."""
+    from bench.agent_trace import as_json
+    from memstore.replay import Request, load_trace, replay
+
+    trace = [
+        Request(0, 1024, (3, 4), session="b"),
+        Request(1, 1024, (1, 2), session="a", pause_session=True),
+        Request(2, 1024, (5, 6), session="c"),
+        Request(3, 1024, (3, 4), session="b"),
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(as_json(r)) + "\n" for r in trace))
+    assert load_trace(str(path)) == trace
+    ends_only = replay(
+        [Request(r.timestamp, r.input_length, r.hash_ids, session=r.session) for r in trace],
+        "lru",
+        4,
+        hints=True,
+    )
+    assert ends_only.prefix_tokens == 0
+    assert replay(trace, "lru", 4, block_tokens=512, hints=True).prefix_tokens == 1024
+
+
 def test_the_agent_trace_generator() -> None:
     from bench.agent_trace import AgentTraceParams, as_json, generate
 
@@ -190,12 +278,16 @@ def test_the_agent_trace_generator() -> None:
         by_session.setdefault(r.session, []).append(r)
     assert len(by_session) == 30
     firsts = set()
+    pauses = 0
     for turns in by_session.values():
         assert [t.end_session for t in turns] == [False] * (len(turns) - 1) + [True]
+        assert not turns[-1].pause_session
+        pauses += sum(t.pause_session for t in turns)
         for before, after in itertools.pairwise(turns):  # each prompt extends the one before it
             assert after.hash_ids[: len(before.hash_ids)] == before.hash_ids
             assert len(after.hash_ids) > len(before.hash_ids) and after.timestamp > before.timestamp
         firsts.add(turns[0].hash_ids[0])
     assert len(firsts) < 30  # system prompts are shared
+    assert 0 < pauses < len(trace)  # some turns end in a tool call
     assert [r.timestamp for r in trace] == sorted(r.timestamp for r in trace)
     assert as_json(trace[0])["session"] == trace[0].session

@@ -106,6 +106,8 @@ def test_retention_hints_from_kv_transfer_params(result) -> None:  # type: ignor
     assert result["released"] == 2
     assert [e["released"] for e in result["ended"]] == [2]
     assert result["released_again"] == 0  # already ended by the connector
+    assert [e["released"] for e in result["paused"]] == [2]  # its two blocks wait for its next turn
+    assert result["paused_again"] == 0  # already waiting
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,9 @@ Retention hints come from a request's ``kv_transfer_params`` (``SamplingParams(e
 {"kv_transfer_params": {...}})``, or the field of that name in vLLM's OpenAI-compatible API):
 ``memstore_ttl`` (seconds to keep its blocks), ``memstore_priority`` and ``memstore_session``; they go
 with the request's lookup and with the store of its blocks. ``memstore_end_session: true`` ends that
-session when the request finishes (its blocks no open session shares go first).
+session when the request finishes (its blocks no open session shares go first);
+``memstore_pause_session: true`` pauses it instead (an agent's tool call is in flight: its blocks wait
+behind unhinted ones until the session's next request).
 """
 
 from __future__ import annotations
@@ -184,9 +186,12 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
     def request_finished(self, request: Any, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         params = getattr(request, "kv_transfer_params", None) or {}
         hint = self._hints.pop(request.request_id, None)
-        if params.get("memstore_end_session") and hint is not None and hint.session:
-            released = self.kv.end_session(hint.session)
-            self._log(event="end_session", request=request.request_id, released=released)
+        if hint is not None and hint.session:
+            for flag, pause in (("memstore_end_session", False), ("memstore_pause_session", True)):
+                if params.get(flag):
+                    released = self.kv.end_session(hint.session, pause=pause)
+                    self._log(event=flag[len("memstore_") :], request=request.request_id, released=released)
+                    break
         return False, None
 
     # ---- worker side ----------------------------------------------------------------------------

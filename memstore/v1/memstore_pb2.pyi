@@ -58,10 +58,12 @@ class RetentionHint(_message.Message):
     def __init__(self, ttl_seconds: _Optional[float] = ..., priority: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class EndSessionRequest(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "pause")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_FIELD_NUMBER: _ClassVar[int]
     session: str
-    def __init__(self, session: _Optional[str] = ...) -> None: ...
+    pause: bool
+    def __init__(self, session: _Optional[str] = ..., pause: _Optional[bool] = ...) -> None: ...
 
 class EndSessionResponse(_message.Message):
     __slots__ = ("released",)

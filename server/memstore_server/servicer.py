@@ -403,7 +403,7 @@ class StoreService(Servicer):
         req = parse(pb.EndSessionRequest, raw)
         if not req.session:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "EndSession needs a session id")
-        released = self.store.end_session(self._session(req.session))
+        released = self.store.end_session(self._session(req.session), pause=req.pause)
         return pb.EndSessionResponse(released=released).SerializeToString()
 
     @handler
