@@ -231,7 +231,7 @@ def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
         ax.set_xticks(list(x), [r["policy"] for r in at], rotation=45, ha="right")
         ax.set_title(f"cache = {frac:g} of distinct blocks")
         ax.set_ylabel("token prefix hit ratio")
-    axes[0][0].legend()
+    axes[0][0].legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

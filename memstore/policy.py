@@ -132,6 +132,10 @@ class LFU:
         return len(self._freq)
 
 
+def _first(queue: OrderedDict[Hashable, None], skip: Skip) -> Hashable | None:
+    return next((k for k in queue if not skip(k)), None)
+
+
 class S3FIFO:
     """S3-FIFO (Yang et al., SOSP'23) on this seam. Two choices differ from the paper's fixed-size
     queues, so the store can use it on byte budgets: the small queue's share (a tenth) is of the keys
@@ -177,12 +181,14 @@ class S3FIFO:
             total = len(self._small) + len(self._main)
             if not total:
                 return None
-            use_small = self._small and (len(self._small) >= self.SMALL * total or not self._main)
-            queue = self._small if use_small else self._main
-            key = next(iter(queue))
-            if skip(key):
-                queue.move_to_end(key)
-                continue
+            use_small = bool(self._small) and (len(self._small) >= self.SMALL * total or not self._main)
+            # Skipped keys keep their places (moving them would reorder a queue for a caller's reasons).
+            key = _first(self._small if use_small else self._main, skip)
+            if key is None:
+                use_small = not use_small
+                key = _first(self._small if use_small else self._main, skip)
+                if key is None:
+                    return None
             if use_small:
                 if self._freq[key] > 1:  # accessed while on probation: promote to main
                     del self._small[key]

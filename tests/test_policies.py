@@ -474,3 +474,12 @@ def test_prefix_gd_remembers_a_bounded_number_of_evicted_keys(monkeypatch) -> No
         policy.evict(victim)
         policy.insert(k)
     assert len(policy) == 100 and len(policy._history) == 50  # 4 x 100 tracked would be 400
+
+
+def test_s3fifo_leaves_skipped_keys_where_they_were() -> None:
+    """A key a caller skips (pinned, protected by a hint) keeps its place in the queue."""
+    policy = make_policy("s3fifo")
+    for k in "abc":
+        policy.insert(k)
+    assert policy.victim(lambda k: k == "a") == "b"
+    assert policy.victim(lambda k: False) == "a"  # still the oldest: not sent to the back
