@@ -9,25 +9,23 @@ system prompt it shares with other sessions. ``generate`` makes such a trace fro
 Each request: ``timestamp`` (ms), ``input_length`` (tokens), ``hash_ids`` (one id per block: equal ids
 are equal prefixes), ``output_length``, ``session`` and, on a session's last turn, ``end_session``; a
 turn after which the agent waits on a tool has ``pause_session`` (the runtime knows a tool call is in
-flight; it does not know how long the tool takes).
+flight) and ``resume_in``, the runtime's estimate of the seconds the tool takes: the true time off by
+a log-normal factor (``estimate_spread`` its sigma; at 1.0 a third of the estimates are off by more
+than a factor of e), as an estimate from the tool's past run times would be.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import heapq
 import json
 import math
 import random
 import sys
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from memstore.replay import Request
-from memstore.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,7 @@ class AgentTraceParams:
     think_ms: tuple[int, int] = (500, 4000)  # gap between turns when no tool runs
     tool_share: float = 0.35  # turns followed by a tool call
     tool_ms: tuple[int, int] = (5000, 90000)  # gap while a tool runs
+    estimate_spread: float = 1.0  # sigma of log(estimated / true tool time)
     block_tokens: int = 512
     seed: int = 0
 
@@ -48,6 +47,7 @@ class AgentTraceParams:
 def generate(params: AgentTraceParams = AgentTraceParams()) -> list[Request]:
     """The trace, requests in time order; sessions start as others end, ``concurrency`` at a time."""
     rng = random.Random(params.seed)
+    guess = random.Random(params.seed + 1)  # the runtime's estimates, apart: the trace stays the same
     next_id = [0]
 
     def fresh(n: int) -> list[int]:
@@ -70,6 +70,9 @@ def generate(params: AgentTraceParams = AgentTraceParams()) -> list[Request]:
             output = rng.randint(50, 600)
             last = turn == turns - 1
             tool = rng.random() < params.tool_share
+            gap = rng.randint(*params.tool_ms) if tool else rng.randint(*params.think_ms)
+            paused = tool and not last
+            estimate = gap / 1000 * math.exp(guess.gauss(0.0, params.estimate_spread)) if paused else 0.0
             req = Request(
                 timestamp=t,
                 input_length=len(prompt) * params.block_tokens,
@@ -77,10 +80,10 @@ def generate(params: AgentTraceParams = AgentTraceParams()) -> list[Request]:
                 output_length=output,
                 session=f"s{s}",
                 end_session=last,
-                pause_session=tool and not last,
+                pause_session=paused,
+                resume_in=round(estimate, 3),
             )
             events.append((t, len(events), req))
-            gap = rng.randint(*params.tool_ms) if tool else rng.randint(*params.think_ms)
             t += gap
         heapq.heappush(free_at, t)
     events.sort()
@@ -106,6 +109,8 @@ def as_json(r: Request) -> dict[str, Any]:
         out["end_session"] = True
     if r.pause_session:
         out["pause_session"] = True
+    if r.resume_in:
+        out["resume_in"] = r.resume_in
     return out
 
 
@@ -117,33 +122,11 @@ if __name__ == "__main__":
     write(sys.argv[1], generate())
 
 
-class ReturnOracle(Retention):
-    """A bound, not a hint anyone can give: paused sessions ordered by when they really come back
-    (the farthest first), read off the trace. What is left between it and OPT no session hint holds."""
-
-    def __init__(self, clock: Callable[[], float], trace: list[Request]) -> None:
-        super().__init__(clock)
-        self._turns: dict[str, list[float]] = {}
-        for r in trace:
-            self._turns.setdefault(r.session, []).append(r.timestamp / 1000)
-
-    def _back_at(self, session: str) -> float:
-        turns = self._turns.get(session, [])
-        i = bisect.bisect_right(turns, self.clock())
-        return turns[i] if i < len(turns) else math.inf
-
-    def pause_session(self, session: str) -> int:
-        idle = super().pause_session(session)
-        back = {s: self._back_at(s) for s in self.paused}
-        order = sorted(self.idle, key=lambda k: -min(back[s] for s in self.open_of[k]))  # stable: tails first
-        self.idle = OrderedDict.fromkeys(order)
-        return idle
-
-
 def run_agent(args: Any) -> dict[str, Any]:
     """``python bench/run.py replay --agent``: every policy on a generated agent trace without hints,
-    with its session ends, with its ends and pauses, and with pauses ordered by a return-time oracle,
-    next to OPT, at the ``--capacity`` fractions of distinct blocks."""
+    with its session ends, with its ends and pauses, with the pauses' return estimates too, and with
+    pauses ordered by a return-time oracle, next to OPT, at the ``--capacity`` fractions of distinct
+    blocks."""
     from tqdm import tqdm
 
     from bench.common import print_table, write_result
@@ -152,7 +135,9 @@ def run_agent(args: Any) -> dict[str, Any]:
 
     params = AgentTraceParams(sessions=120 if args.quick else AgentTraceParams.sessions)
     trace = generate(params)
-    ends_only = [dataclasses.replace(r, pause_session=False) for r in trace]
+    ends_only = [dataclasses.replace(r, pause_session=False, resume_in=0.0) for r in trace]
+    no_estimates = [dataclasses.replace(r, resume_in=0.0) for r in trace]
+    exact = generate(dataclasses.replace(params, estimate_spread=0.0))  # a bound: every return foreknown
     distinct = len({h for r in trace for h in r.hash_ids})
     fractions = [float(x) for x in args.capacity.split(",")]
     rows: list[dict[str, Any]] = []
@@ -168,19 +153,14 @@ def run_agent(args: Any) -> dict[str, Any]:
                     "policy": name,
                     "no_hints": replay(trace, name, cap, block_tokens=bt).prefix_hit_ratio,
                     "ends": replay(ends_only, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
-                    "hints": replay(trace, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
-                    "return_oracle": replay(
-                        trace,
-                        name,
-                        cap,
-                        block_tokens=bt,
-                        hints=True,
-                        make_retention=lambda clock: ReturnOracle(clock, trace),
-                    ).prefix_hit_ratio,
+                    "hints": replay(no_estimates, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
+                    "estimates": replay(trace, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
+                    "return_oracle": replay(exact, name, cap, block_tokens=bt, hints=True).prefix_hit_ratio,
                     "opt": opt,
                 }
             )
-    print_table(rows, ["capacity", "blocks", "policy", "no_hints", "ends", "hints", "return_oracle", "opt"])
+    columns = ("no_hints", "ends", "hints", "estimates", "return_oracle")
+    print_table(rows, ["capacity", "blocks", "policy", *columns, "opt"])
     summary: dict[str, Any] = {
         "trace_params": params_json(params),
         "requests": len(trace),
@@ -188,9 +168,10 @@ def run_agent(args: Any) -> dict[str, Any]:
     }
     for frac in fractions:
         at = [r for r in rows if r["capacity"] == frac]
-        best = {c: max(at, key=lambda r: r[c]) for c in ("no_hints", "ends", "hints", "return_oracle")}
+        best = {c: max(at, key=lambda r: r[c]) for c in columns}
         summary[f"@{frac:g}"] = {
             "opt": at[0]["opt"],
+            "best_with_estimates": [best["estimates"]["policy"], best["estimates"]["estimates"]],
             "best_with_hints": [best["hints"]["policy"], best["hints"]["hints"]],
             "best_with_ends_only": [best["ends"]["policy"], best["ends"]["ends"]],
             "best_without_hints": [best["no_hints"]["policy"], best["no_hints"]["no_hints"]],
@@ -199,6 +180,9 @@ def run_agent(args: Any) -> dict[str, Any]:
                 best["return_oracle"]["return_oracle"],
             ],
             "points_below_opt_with_hints": round(100 * (at[0]["opt"] - best["hints"]["hints"]), 2),
+            "points_below_opt_with_estimates": round(
+                100 * (at[0]["opt"] - best["estimates"]["estimates"]), 2
+            ),
         }
         figures = "; ".join(f"{c} {best[c][c]:.3f} ({best[c]['policy']})" for c in best)
         print(f"@{frac:g}: OPT {at[0]['opt']:.3f}; best {figures}")
@@ -220,18 +204,24 @@ def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 4.4), squeeze=False)
     for ax, frac in zip(axes[0], fractions, strict=True):
         at = [r for r in rows if r["capacity"] == frac]
         x = range(len(at))
-        series = (("no_hints", "no hints"), ("ends", "session ends"), ("hints", "ends and pauses"))
+        series = (
+            ("no_hints", "no hints"),
+            ("ends", "session ends"),
+            ("hints", "ends and pauses"),
+            ("estimates", "... with return estimates"),
+        )
         for j, (column, label) in enumerate(series):
-            ax.bar([i + 0.27 * (j - 1) for i in x], [r[column] for r in at], 0.27, label=label)
+            ax.bar([i + 0.2 * (j - 1.5) for i in x], [r[column] for r in at], 0.2, label=label)
         ax.axhline(at[0]["opt"], color="k", linestyle="--", label="OPT")
         ax.set_xticks(list(x), [r["policy"] for r in at], rotation=45, ha="right")
         ax.set_title(f"cache = {frac:g} of distinct blocks")
         ax.set_ylabel("token prefix hit ratio")
-    axes[0][0].legend(loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -16,7 +16,9 @@ with real LMDB under a scratch dir. A request walks its blocks in order: a block
 - ``memstore ecq``: the same split with the lossy ``ecq`` codec in warm and cold.
 
 Figures: token prefix hit ratio (as the block replay counts it), reads served by each tier, and the
-store's time per request.
+store's time per request. Next to them, two bounds from the block replay: OPT at the blocks the raw
+tier's bytes hold, and the ceiling, what a cache that never evicts serves (every block's first use is
+a miss whatever the store does): a ratio to the raw tier above ``ceiling / raw`` no store can reach.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 
 from memstore import TieredStore, settings
 from memstore.cold import cold_budget
-from memstore.replay import Request, block_span
+from memstore.replay import Request, block_span, replay
 
 HOT, WARM, COLD = 1, 2, 16  # the default tier sizes' proportions (256 MiB, 512 MiB, 4 GiB)
 SETTINGS = ("raw, one tier", "memstore defaults", "memstore ecq")
@@ -166,25 +168,31 @@ def run_store(args: Any, trace: list[Request], distinct: int) -> dict[str, Any]:
             "compression_cold",
         ],
     )
+    ceiling = replay(trace, "lru", distinct + 1, block_tokens=args.block_tokens).prefix_hit_ratio
     summary: dict[str, Any] = {
         "requests": len(trace),
         "distinct_blocks": distinct,
         "block_bytes": block_bytes,
+        "ceiling": ceiling,
     }
     for frac in fractions:
         at = {r["setting"]: r["prefix_hit_ratio"] for r in rows if r["capacity"] == frac}
         raw = at["raw, one tier"] or 1e-9
+        opt = replay(trace, "opt", max(1, int(distinct * frac)), block_tokens=args.block_tokens)
         summary[f"@{frac:g}"] = {
             "raw": at["raw, one tier"],
             "defaults": at["memstore defaults"],
             "ecq": at["memstore ecq"],
             "defaults_vs_raw": at["memstore defaults"] / raw,
             "ecq_vs_raw": at["memstore ecq"] / raw,
+            "opt_at_raw_blocks": opt.prefix_hit_ratio,
+            "ceiling_vs_raw": ceiling / raw,
         }
         print(
             f"@{frac:g} of distinct blocks' bytes: raw {at['raw, one tier']:.3f}, defaults "
             f"{at['memstore defaults']:.3f} ({at['memstore defaults'] / raw:.2f}x), ecq "
-            f"{at['memstore ecq']:.3f} ({at['memstore ecq'] / raw:.2f}x)"
+            f"{at['memstore ecq']:.3f} ({at['memstore ecq'] / raw:.2f}x); OPT at raw's blocks "
+            f"{opt.prefix_hit_ratio:.3f}, ceiling {ceiling:.3f} ({ceiling / raw:.2f}x)"
         )
     name = "replay-store" + (f"-requests-{args.requests.replace(':', '-')}" if args.requests else "")
     path = write_result(
@@ -199,12 +207,12 @@ def run_store(args: Any, trace: list[Request], distinct: int) -> dict[str, Any]:
             "block": list(base[:1].shape),
         },
     )
-    _plot(rows, fractions, path.with_suffix(".png"))
+    _plot(rows, ceiling, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return summary
 
 
-def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
+def _plot(rows: list[dict[str, Any]], ceiling: float, out: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,6 +222,7 @@ def _plot(rows: list[dict[str, Any]], fractions: list[float], out: Any) -> None:
     for setting in SETTINGS:
         pts = sorted((r["total_MiB"], r["prefix_hit_ratio"]) for r in rows if r["setting"] == setting)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=setting)
+    ax.axhline(ceiling, color="grey", linestyle="--", label="ceiling (a cache that never evicts)")
     ax.set_xscale("log")
     ax.set_xlabel("total bytes of the store (MiB)")
     ax.set_ylabel("token prefix hit ratio")

@@ -371,10 +371,18 @@ class Client(core.ClientBase):
         With ``hint`` (``memstore.retention.Hint``) the stored keys also take that retention hint."""
         return self._run(calls.tiers_call(keys, ns, hint), timeout)
 
-    def end_session(self, session: str, *, pause: bool = False, timeout: float | None = None) -> int:
+    def end_session(
+        self,
+        session: str,
+        *,
+        pause: bool = False,
+        resume_in: float | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """End a session named in retention hints: its blocks no open session shares go first. With
-        ``pause`` it only waits (a tool call in flight) until a hint names it again."""
-        return self._run(calls.end_session_call(session, pause), timeout)
+        ``pause`` it only waits (a tool call in flight) until a hint names it again; ``resume_in``: an
+        estimate of the seconds until then."""
+        return self._run(calls.end_session_call(session, pause, resume_in), timeout)
 
     def prefetch(
         self,

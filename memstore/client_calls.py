@@ -153,9 +153,13 @@ def tiers_call(keys: Iterable[bytes], ns: str, hint: Hint | None = None) -> Unar
     return Unary("_lookup", req.SerializeToString(), parse)
 
 
-def end_session_call(session: str, pause: bool = False) -> Unary[int]:
-    req = pb.EndSessionRequest(session=session, pause=pause).SerializeToString()
-    return Unary("_end_session", req, lambda raw: int(pb.EndSessionResponse.FromString(raw).released))
+def end_session_call(session: str, pause: bool = False, resume_in: float | None = None) -> Unary[int]:
+    msg = pb.EndSessionRequest(session=session, pause=pause, resume_in_seconds=resume_in or 0.0)
+    return Unary(
+        "_end_session",
+        msg.SerializeToString(),
+        lambda raw: int(pb.EndSessionResponse.FromString(raw).released),
+    )
 
 
 def prefetch_call(keys: Iterable[bytes], ns: str, mode: str, wait: float | None) -> Unary[int]:

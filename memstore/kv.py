@@ -195,10 +195,11 @@ class KVCache:
         pairs = list(zip(keys, blocks, strict=False))
         return int(self.client.put_many(pairs, ns=self.ns, parents=parents, hint=hint))
 
-    def end_session(self, session: str, *, pause: bool = False) -> int:
+    def end_session(self, session: str, *, pause: bool = False, resume_in: float | None = None) -> int:
         """End a session named in hints: its blocks no open session shares go first. With ``pause``
-        it waits (a tool call in flight) until a hinted lookup or put names it again."""
-        return int(self.client.end_session(session, pause=pause))
+        it waits (a tool call in flight) until a hinted lookup or put names it again; ``resume_in``:
+        an estimate of the seconds until then (the blocks of sessions due back later go first)."""
+        return int(self.client.end_session(session, pause=pause, resume_in=resume_in))
 
     def get_blocks(
         self, tokens: Sequence[int] | np.ndarray, count: int | None = None

@@ -37,6 +37,7 @@ class Request:
     session: str = ""  # agent traces: the session the request belongs to
     end_session: bool = False  # ... and whether it is that session's last
     pause_session: bool = False  # ... or whether the session waits after it (a tool call)
+    resume_in: float = 0.0  # ... and the caller's estimate of the seconds it waits (0: none)
 
 
 def load_trace(path: str) -> list[Request]:
@@ -57,6 +58,7 @@ def load_trace(path: str) -> list[Request]:
                         str(r.get("session", "")),
                         bool(r.get("end_session", False)),
                         bool(r.get("pause_session", False)),
+                        float(r.get("resume_in", 0.0)),
                     )
                 )
     return out
@@ -149,7 +151,7 @@ def replay(
             if req.end_session:
                 retention.end_session(req.session)
             elif req.pause_session:
-                retention.pause_session(req.session)
+                retention.pause_session(req.session, req.resume_in or None)
     res.cold_writes = cache.cold_writes
     res.cold_writes_read = len(cold_read)
     return res

@@ -348,13 +348,16 @@ class TieredStore:
             self.retention.hint(held, hint)
         return len(held)
 
-    def end_session(self, session: str, *, pause: bool = False) -> int:
+    def end_session(self, session: str, *, pause: bool = False, resume_in: float | None = None) -> int:
         """End a hinted session: its blocks no open session shares go first. Returns how many. With
         ``pause``, the session only waits (a tool call, its user): its blocks that no running session
-        shares go after unhinted ones, until a hint names the session again."""
+        shares go after unhinted ones, until a hint names the session again; ``resume_in``, the
+        caller's estimate of the seconds until then, orders it among the waiting (the latest first)."""
+        if resume_in is not None and not pause:
+            raise InvalidValueError("resume_in goes with pause: an ended session does not come back")
         with self._lock:
             if pause:
-                return self.retention.pause_session(session)
+                return self.retention.pause_session(session, resume_in)
             return self.retention.end_session(session)
 
     def tiers_of(

@@ -260,6 +260,22 @@ MUTANTS = [
         "        for key in keys:  # tail first",
         ("tests/test_retention.py",),
     ),
+    Mutant(
+        "retention-estimate-soonest-first",
+        "retention: of sessions that said when they come back, the latest return waits least",
+        "memstore/retention.py",
+        "        rank = -min(b for b in backs if b is not None)",
+        "        rank = min(b for b in backs if b is not None)",
+        ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "retention-estimate-dropped",
+        "retention: a pause's return estimate reaches the store over gRPC",
+        "server/memstore_server/servicer.py",
+        "pause=req.pause, resume_in=req.resume_in_seconds or None",
+        "pause=req.pause, resume_in=None",
+        ("tests/test_retention.py",),
+    ),
 ]
 
 

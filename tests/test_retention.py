@@ -3,6 +3,7 @@ bytes too) and tenants."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -110,10 +111,65 @@ def test_the_session_paused_first_goes_first_and_its_lifetime_keeps_a_block() ->
     assert _victim(r, policy, held) == "kept" and r.reason("kept") == "paused"
 
 
+def test_sessions_that_say_when_they_return_wait_by_it_the_latest_first() -> None:
+    clock = Clock()
+    r = Retention(clock)
+    keys = ("sys", "soon1", "soon2", "late1", "mid1", "guess1", "plain")
+    policy, held = _lru(*keys), set(keys)
+    r.hint(["sys", "soon1", "soon2"], Hint(session="soon"))
+    r.hint(["sys", "late1"], Hint(session="late"))
+    r.hint(["mid1"], Hint(session="mid"))
+    r.hint(["guess1"], Hint(session="guess"))
+    assert r.pause_session("soon", resume_in=5) == 2  # "sys": "late" still runs
+    assert r.pause_session("late", resume_in=90) == 2  # now "sys" waits too, for "soon"
+    assert r.pause_session("mid", resume_in=30) == 1
+    assert r.pause_session("guess") == 1  # no estimate
+    assert all(r.reason(k) == "paused" for k in keys[:-1])
+
+    def take() -> object:
+        key = _victim(r, policy, held)
+        held.discard(key), r.forget(key), policy.remove(key)  # type: ignore[func-returns-value]
+        return key
+
+    assert take() == "plain"  # unhinted blocks still go first
+    assert take() == "guess1"  # then sessions that gave no estimate
+    assert take() == "late1"  # then the latest return: "sys" is shared with "soon", due in 5 s
+    assert take() == "mid1"
+    assert [take(), take()] == ["soon2", "soon1"]  # a session's tail before its head
+    assert take() == "sys"
+
+
+def test_an_estimate_changes_with_the_sessions_that_wait_and_goes_when_they_resume() -> None:
+    clock = Clock()
+    r = Retention(clock)
+    policy, held = _lru("sys", "a1", "b1"), {"sys", "a1", "b1"}
+    r.hint(["sys", "a1"], Hint(session="a"))
+    r.hint(["sys", "b1"], Hint(session="b"))
+    r.pause_session("a", resume_in=60), r.pause_session("b", resume_in=10)
+    assert r.waiting_of["sys"][0] == -(clock.now + 10)  # shared: it waits for the earliest
+    assert _victim(r, policy, held) == "a1"
+    assert r.end_session("b") == 1  # b ends: "sys" now waits for a alone
+    assert r.waiting_of["sys"][0] == -(clock.now + 60)
+    r.pause_session("a", resume_in=1)  # a new estimate replaces the old
+    assert r.waiting_of["a1"][0] == -(clock.now + 1) and r.pause_session("a", resume_in=1) == 0
+    r.hint(["a1"], Hint(session="a"))  # back: nothing of it waits
+    assert not r.waits("sys") and not r.waits("a1") and "a" not in r.back_at
+    assert _victim(r, policy, held) == "b1"  # b's ended block
+    for _ in range(300):  # entries left behind by resumed sessions are dropped, not kept forever
+        r.pause_session("a", resume_in=5), r.hint(["sys", "a1"], Hint(session="a"))
+    assert len(r.waiting) < 2 * len(r.waiting_of) + 70
+
+
 def test_bad_hints_are_refused() -> None:
     for bad in ({"ttl": -1.0}, {"ttl": float("nan")}, {"priority": 5000}, {"session": "x" * 300}):
         with pytest.raises(InvalidValueError):
             Hint(**bad)  # type: ignore[arg-type]
+    r = Retention(Clock())
+    r.hint(["k"], Hint(session="s"))
+    for resume_in in (-1.0, float("nan"), 1e12):
+        with pytest.raises(InvalidValueError):
+            r.pause_session("s", resume_in=resume_in)
+    assert not r.paused and not r.waits("k")  # a refused pause changes nothing
 
 
 def _fill(s: TieredStore, prefix: bytes, n: int, ns: str = "c") -> list[bytes]:
@@ -189,8 +245,9 @@ def test_hints_through_grpc_stay_inside_the_tenant(two_tenants) -> None:  # type
     with Client(target, token=tokens["alice"], local="never") as alice:
         assert alice.end_session("s1") == 2
         alice.put_many([(b"w", b"4")], hint=Hint(session="tool"))
-        assert alice.end_session("tool", pause=True) == 1
+        assert alice.end_session("tool", pause=True, resume_in=30) == 1
         assert store.retention.paused == {"alice/tool"}
+        assert set(store.retention.back_at) == {"alice/tool"}  # its estimate came through
         with Client(target, token=tokens["bob"], local="never") as bob:
             assert bob.end_session("tool") == 0  # nor is her paused session his to end
         assert alice.tiers([b"w"], hint=Hint(session="tool")) == ["hot"]  # named again: it is back
@@ -209,9 +266,20 @@ def test_raw_bad_hints_get_invalid_argument(two_tenants) -> None:  # type: ignor
             with pytest.raises(grpc.RpcError) as info:
                 lookup(pb.KeysRequest(keys=[b"k"], hint=hint).SerializeToString(), metadata=md, timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        with pytest.raises(grpc.RpcError) as info:
-            end(pb.EndSessionRequest().SerializeToString(), metadata=md, timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        store.put(b"k", b"v", ns="alice#default")
+        hinted = pb.KeysRequest(keys=[b"k"], hint=pb.RetentionHint(session="s"))
+        lookup(hinted.SerializeToString(), metadata=md, timeout=10)
+        assert set(store.retention.sessions) == {"alice/s"}  # a session the bad pauses below name
+        for bad in (
+            pb.EndSessionRequest(),  # no session
+            pb.EndSessionRequest(session="s", resume_in_seconds=5),  # an estimate with no pause
+            pb.EndSessionRequest(session="s", pause=True, resume_in_seconds=-5),
+            pb.EndSessionRequest(session="s", pause=True, resume_in_seconds=float("inf")),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                end(bad.SerializeToString(), metadata=md, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert not store.retention.paused and not store.retention.back_at  # nothing paused by them
         # a PutChunk's hint: a bad one refuses the call and stores nothing; a good one is applied
         put = ch.stream_unary("/memstore.v1.Store/Put")
         item = pb.PutItem(key=b"p", size=1, length=1)
@@ -268,14 +336,35 @@ def test_the_replay_reads_session_pauses_from_a_trace(tmp_path) -> None:  # type
     assert replay(trace, "lru", 4, block_tokens=512, hints=True).prefix_tokens == 1024
 
 
+def test_the_replay_reads_return_estimates_from_a_trace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A and B both pause; C needs room. With no estimates A, paused first, goes first; told that A is
+    back in 5 s and B in 60 s, the cache gives B's blocks up, and A's next turn finds both of its own."""
+    from bench.agent_trace import as_json
+    from memstore.replay import Request, load_trace, replay
+
+    trace = [
+        Request(0, 1024, (1, 2), session="a", pause_session=True, resume_in=5.0),
+        Request(1, 1024, (3, 4), session="b", pause_session=True, resume_in=60.0),
+        Request(2, 1024, (5, 6), session="c", end_session=True),
+        Request(5000, 1024, (1, 2), session="a"),
+    ]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(as_json(r)) + "\n" for r in trace))
+    assert load_trace(str(path)) == trace
+    unknown = [
+        Request(r.timestamp, r.input_length, r.hash_ids, session=r.session, pause_session=r.pause_session)
+        for r in trace
+    ]
+    assert replay(unknown, "lru", 4, block_tokens=512, hints=True).prefix_tokens == 0
+    assert replay(trace, "lru", 4, block_tokens=512, hints=True).prefix_tokens == 1024
+
+
 def test_the_agent_trace_generator() -> None:
     from bench.agent_trace import AgentTraceParams, as_json, generate
 
     trace = generate(AgentTraceParams(sessions=30, concurrency=5, seed=3))
     assert trace == generate(AgentTraceParams(sessions=30, concurrency=5, seed=3))  # seeded
-    by_session: dict[str, list] = {}
-    for r in trace:
-        by_session.setdefault(r.session, []).append(r)
+    by_session = _sessions(trace)
     assert len(by_session) == 30
     firsts = set()
     pauses = 0
@@ -289,5 +378,21 @@ def test_the_agent_trace_generator() -> None:
         firsts.add(turns[0].hash_ids[0])
     assert len(firsts) < 30  # system prompts are shared
     assert 0 < pauses < len(trace)  # some turns end in a tool call
+    assert all((r.resume_in > 0) == r.pause_session for r in trace)  # each pause with an estimate
+    exact = generate(AgentTraceParams(sessions=30, concurrency=5, seed=3, estimate_spread=0.0))
+    assert [dataclasses.replace(r, resume_in=0.0) for r in exact] == [
+        dataclasses.replace(r, resume_in=0.0) for r in trace
+    ]  # the estimates' spread leaves the trace itself as it was
+    following = {id(a): b for turns in _sessions(exact).values() for a, b in itertools.pairwise(turns)}
+    for r in exact:  # with no spread, an estimate is the tool's real time
+        if r.pause_session:
+            assert r.resume_in == pytest.approx((following[id(r)].timestamp - r.timestamp) / 1000, abs=1e-3)
     assert [r.timestamp for r in trace] == sorted(r.timestamp for r in trace)
     assert as_json(trace[0])["session"] == trace[0].session
+
+
+def _sessions(trace):  # type: ignore[no-untyped-def]
+    by_session: dict[str, list] = {}
+    for r in trace:
+        by_session.setdefault(r.session, []).append(r)
+    return by_session

@@ -107,6 +107,7 @@ def test_retention_hints_from_kv_transfer_params(result) -> None:  # type: ignor
     assert [e["released"] for e in result["ended"]] == [2]
     assert result["released_again"] == 0  # already ended by the connector
     assert [e["released"] for e in result["paused"]] == [2]  # its two blocks wait for its next turn
+    assert [e["resume_in"] for e in result["paused"]] == [45]  # with the estimate the request gave
     assert result["paused_again"] == 0  # already waiting
 
 

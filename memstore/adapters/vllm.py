@@ -31,7 +31,8 @@ Retention hints come from a request's ``kv_transfer_params`` (``SamplingParams(e
 with the request's lookup and with the store of its blocks. ``memstore_end_session: true`` ends that
 session when the request finishes (its blocks no open session shares go first);
 ``memstore_pause_session: true`` pauses it instead (an agent's tool call is in flight: its blocks wait
-behind unhinted ones until the session's next request).
+behind unhinted ones until the session's next request), with ``memstore_resume_in``, where the caller
+has one, its estimate of the seconds until that request.
 """
 
 from __future__ import annotations
@@ -187,11 +188,17 @@ class MemstoreConnector(KVConnectorBase_V1):  # type: ignore[misc]
         params = getattr(request, "kv_transfer_params", None) or {}
         hint = self._hints.pop(request.request_id, None)
         if hint is not None and hint.session:
-            for flag, pause in (("memstore_end_session", False), ("memstore_pause_session", True)):
-                if params.get(flag):
-                    released = self.kv.end_session(hint.session, pause=pause)
-                    self._log(event=flag[len("memstore_") :], request=request.request_id, released=released)
-                    break
+            if params.get("memstore_end_session"):
+                released = self.kv.end_session(hint.session)
+                self._log(event="end_session", request=request.request_id, released=released)
+            elif params.get("memstore_pause_session"):
+                resume_in = params.get("memstore_resume_in")
+                released = self.kv.end_session(
+                    hint.session, pause=True, resume_in=None if resume_in is None else float(resume_in)
+                )
+                self._log(
+                    event="pause_session", request=request.request_id, released=released, resume_in=resume_in
+                )
         return False, None
 
     # ---- worker side ----------------------------------------------------------------------------

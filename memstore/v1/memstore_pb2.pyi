@@ -58,12 +58,14 @@ class RetentionHint(_message.Message):
     def __init__(self, ttl_seconds: _Optional[float] = ..., priority: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class EndSessionRequest(_message.Message):
-    __slots__ = ("session", "pause")
+    __slots__ = ("session", "pause", "resume_in_seconds")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     PAUSE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session: str
     pause: bool
-    def __init__(self, session: _Optional[str] = ..., pause: _Optional[bool] = ...) -> None: ...
+    resume_in_seconds: float
+    def __init__(self, session: _Optional[str] = ..., pause: _Optional[bool] = ..., resume_in_seconds: _Optional[float] = ...) -> None: ...
 
 class EndSessionResponse(_message.Message):
     __slots__ = ("released",)

@@ -403,7 +403,9 @@ class StoreService(Servicer):
         req = parse(pb.EndSessionRequest, raw)
         if not req.session:
             raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "EndSession needs a session id")
-        released = self.store.end_session(self._session(req.session), pause=req.pause)
+        released = self.store.end_session(
+            self._session(req.session), pause=req.pause, resume_in=req.resume_in_seconds or None
+        )
         return pb.EndSessionResponse(released=released).SerializeToString()
 
     @handler

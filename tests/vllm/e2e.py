@@ -121,8 +121,13 @@ def main(out_path: str) -> None:
             generate(llm, " ".join(f"w{5000 + i}" for i in range(300)), ending)
             ended = [e for e in events() if e["event"] == "end_session"]
             released_again = c.end_session("chat-2")
-            # An agent's turn that ends in a tool call: the connector pauses its session.
-            waiting = {"memstore_session": "agent-1", "memstore_pause_session": True}
+            # An agent's turn that ends in a tool call: the connector pauses its session, with the
+            # agent's estimate of the tool's run time.
+            waiting = {
+                "memstore_session": "agent-1",
+                "memstore_pause_session": True,
+                "memstore_resume_in": 45,
+            }
             generate(llm, " ".join(f"w{7000 + i}" for i in range(300)), waiting)
             paused = [e for e in events() if e["event"] == "pause_session"]
             paused_again = c.end_session("agent-1", pause=True)
