@@ -125,7 +125,7 @@ if __name__ == "__main__":
 def run_agent(args: Any) -> dict[str, Any]:
     """``python bench/run.py replay --agent``: every policy on a generated agent trace without hints,
     with its session ends, with its ends and pauses, with the pauses' return estimates too, and with
-    pauses ordered by a return-time oracle, next to OPT, at the ``--capacity`` fractions of distinct
+    every estimate exact (a bound), next to OPT, at the ``--capacity`` fractions of distinct
     blocks."""
     from tqdm import tqdm
 

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         ("pool", "the shared pool on a Redis Cluster: a second host's fetches against redis-py reading it"),
         ("breakdown", "where a 1 MiB value's time goes: copies, checksum, store steps, a call's fixed cost"),
         ("memory", "agent memory: put and search at 10k and 100k records against numpy and LangGraph"),
+        ("retention", "a tier's victim choice when every block is in an open session, by policy and size"),
     ]
     for name, help_ in benches:
         p = sub.add_parser(name, help=help_)

@@ -42,7 +42,9 @@ class EvictionPolicy(Protocol):
 
     def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         """The key to evict next (still tracked until ``evict``), or None when every key is skipped.
-        ``incoming`` is the key the room is for, when known (ARC's choice depends on it)."""
+        ``incoming`` is the key the room is for, when known (ARC's choice depends on it). ``skip`` may
+        raise to end the walk: the policy's order then stays as it was (bar its own moves, such as
+        S3-FIFO's promotions)."""
         ...
 
     def ordered(self) -> list[Hashable]:

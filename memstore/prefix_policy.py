@@ -15,8 +15,41 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Any
 
 Skip = Callable[[Hashable], bool]
+
+
+Entry = tuple[Any, int, Hashable]  # (rank, seq, key): a lazy heap's entry
+
+
+def _first_live(heap: list[Entry], skip: Skip, live: Callable[[Entry], bool]) -> Hashable | None:
+    """The key of the first entry of ``heap`` that is ``live`` and that ``skip`` passes. Entries no
+    longer live go; the others stay, even when ``skip`` raises."""
+    held = []
+    found = None
+    try:
+        while heap:
+            entry = heapq.heappop(heap)
+            if not live(entry):
+                continue  # stale entry
+            held.append(entry)  # stays tracked until evict/remove
+            if not skip(entry[2]):
+                found = entry[2]
+                break
+    finally:  # skip may raise: what was taken out goes back
+        for entry in held:
+            heapq.heappush(heap, entry)
+    return found
+
+
+def _pushed(heap: list[Entry], entry: Entry, keys: int, live: Callable[[Entry], bool]) -> list[Entry]:
+    """``heap`` with ``entry`` pushed, rebuilt without its stale entries once they outnumber ``keys``."""
+    heapq.heappush(heap, entry)
+    if len(heap) > 2 * keys + 64:
+        heap = [e for e in heap if live(e)]
+        heapq.heapify(heap)
+    return heap
 
 
 class _PrefixTree:
@@ -28,7 +61,8 @@ class _PrefixTree:
         self._parent: dict[Hashable, Hashable | None] = {}
         self._children: dict[Hashable, int] = {}
         self._score: dict[Hashable, float] = {}
-        self._heap: list[tuple[float, int, Hashable]] = []
+        self._heap: list[Entry] = []  # leaves, by score
+        self._all: list[Entry] = []  # every key, by score: for when every leaf is skipped
         self._seq = itertools.count()
         self.clock = 0
 
@@ -39,6 +73,19 @@ class _PrefixTree:
     def _push(self, key: Hashable) -> None:
         if self._children.get(key, 0) == 0:
             heapq.heappush(self._heap, (self._score[key], next(self._seq), key))
+
+    def _rank(self, key: Hashable, hit: bool) -> None:
+        self._score[key] = self.score(key, hit)
+        self._all = _pushed(
+            self._all, (self._score[key], next(self._seq), key), len(self._score), self._scored
+        )
+        self._push(key)
+
+    def _scored(self, entry: Entry) -> bool:
+        return bool(self._score.get(entry[2]) == entry[0])
+
+    def _leaf(self, entry: Entry) -> bool:
+        return self._scored(entry) and not self._children.get(entry[2], 0)
 
     def score(self, key: Hashable, hit: bool) -> float:
         raise NotImplementedError
@@ -52,13 +99,11 @@ class _PrefixTree:
         self._children.setdefault(key, 0)
         if parent is not None:
             self._children[parent] += 1
-        self._score[key] = self.score(key, hit=False)
-        self._push(key)
+        self._rank(key, hit=False)
 
     def access(self, key: Hashable) -> None:
         if key in self._score:
-            self._score[key] = self.score(key, hit=True)
-            self._push(key)
+            self._rank(key, hit=True)
 
     def remove(self, key: Hashable) -> None:
         if key not in self._score:
@@ -76,22 +121,9 @@ class _PrefixTree:
     evict = remove
 
     def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
-        held = []
-        found = None
-        while self._heap:
-            score, seq, key = heapq.heappop(self._heap)
-            if self._score.get(key) != score or self._children.get(key, 0) != 0:
-                continue  # stale entry
-            if skip(key):
-                held.append((score, seq, key))
-                continue
-            found = key
-            held.append((score, seq, key))  # stays tracked until evict/remove
-            break
-        for entry in held:
-            heapq.heappush(self._heap, entry)
+        found = _first_live(self._heap, skip, self._leaf)
         if found is None:  # every leaf skipped, or parents that writers named in a cycle: any key will do
-            found = next((k for k in self.ordered() if not skip(k)), None)
+            found = _first_live(self._all, skip, self._scored)
         return found
 
     def is_leaf(self, key: Hashable) -> bool:
@@ -223,7 +255,9 @@ class PrefixGreedyDual:
         self._priority: dict[Hashable, float] = {}
         self._parent: dict[Hashable, Hashable] = {}
         self._children: dict[Hashable, int] = {}
-        self._heaps: tuple[list[tuple[float, int, Hashable]], list[tuple[float, int, Hashable]]] = ([], [])
+        self._heaps: tuple[list[Entry], list[Entry]] = ([], [])  # leaves, never reused and reused
+        # every key, leaves or not, in ``ordered()``'s order: for when every leaf is skipped
+        self._all: list[Entry] = []
         self._seq = itertools.count()
         self._tick = 0
         self._inflation = 0.0  # GreedyDual's L
@@ -247,6 +281,8 @@ class PrefixGreedyDual:
             self._tick += 1
             self._priority[key] = float(self._tick)
         self._push(key)
+        rank = (uses > 0, self._priority[key])
+        self._all = _pushed(self._all, (rank, next(self._seq), key), len(self._uses), self._current)
 
     def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
         uses = self._uses.get(key, 0)  # a put of a key it holds keeps its history
@@ -299,25 +335,16 @@ class PrefixGreedyDual:
                 self._history.popitem(last=False)
         self.remove(key)
 
-    def _leaf(self, heap: list[tuple[float, int, Hashable]], reused: bool, skip: Skip) -> Hashable | None:
-        held = []
-        found = None
-        while heap:
-            entry = heapq.heappop(heap)
+    def _leaf(self, heap: list[Entry], reused: bool, skip: Skip) -> Hashable | None:
+        def live(entry: Entry) -> bool:
             priority, _, key = entry
-            if (
-                self._priority.get(key) != priority
-                or key in self._children
-                or (self._uses[key] > 0) != reused
-            ):
-                continue  # stale entry
-            held.append(entry)  # stays tracked until evict/remove
-            if not skip(key):
-                found = key
-                break
-        for entry in held:
-            heapq.heappush(heap, entry)
-        return found
+            return (
+                self._priority.get(key) == priority
+                and key not in self._children
+                and (self._uses[key] > 0) == reused
+            )
+
+        return _first_live(heap, skip, live)
 
     def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         order = [False, True]  # probation first while it holds more than its target
@@ -327,7 +354,11 @@ class PrefixGreedyDual:
             key = self._leaf(self._heaps[reused], reused, skip)
             if key is not None:
                 return key
-        return next((k for k in self.ordered() if not skip(k)), None)  # every leaf skipped
+        return _first_live(self._all, skip, self._current)  # every leaf skipped
+
+    def _current(self, entry: Entry) -> bool:
+        (reused, priority), _, key = entry
+        return bool(self._priority.get(key) == priority and (self._uses[key] > 0) == reused)
 
     def ordered(self) -> list[Hashable]:
         return sorted(self._uses, key=lambda k: (self._uses[k] > 0, self._priority[k]))

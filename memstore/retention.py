@@ -9,7 +9,8 @@ it). When a tier needs room:
 1. first to go are blocks whose lifetime passed, blocks hinted with a negative priority, and blocks
    whose every session has ended (a shared prefix stays while any session that used it is open);
 2. then the policy's own order, passing over blocks that are protected: a positive priority, a
-   lifetime that has not passed, or an open session;
+   lifetime that has not passed, or an open session (past at most ``SCAN`` of them: where the order
+   starts with more, step 3 comes first and this step's walk goes on only if nothing waits);
 3. then blocks whose every open session is paused: first those of sessions paused with no estimate of
    their return, the session paused first going first; then those whose sessions all said when they
    come back, the latest return first (a block shared by several waits for the earliest). Within a
@@ -35,6 +36,10 @@ from memstore.errors import InvalidValueError
 SCAN = 1024  # doomed keys looked at per victim choice
 MAX_SESSION = 256  # bytes, a server's tenant prefix included (callers' own ids: 128)
 MAX_TTL = 30 * 86400.0
+
+
+class _Enough(Exception):
+    """Raised by the skip predicate to end a policy's walk (policies leave their order as it was)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +235,25 @@ class Retention:
             if key in held and key != incoming and not skip(key):
                 return key
             self.doomed.move_to_end(key)
-        found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)
+        # The policy's order past protected keys, at most SCAN of them: a tier whose blocks are all in
+        # open sessions gives up a paused one without first walking every block it holds.
+        looked = 0
+
+        def passed(key: Hashable) -> bool:
+            nonlocal looked
+            if skip(key):
+                return True
+            if not self.protected(key):
+                return False
+            looked += 1
+            if looked > SCAN:
+                raise _Enough
+            return True
+
+        try:
+            found, walked = policy_victim(passed, incoming), True
+        except _Enough:
+            found, walked = None, False
         if found is not None:
             return found
         for _ in range(min(len(self.idle), SCAN)):
@@ -245,6 +268,10 @@ class Retention:
         for rank, seq, key in self.waiting[:SCAN]:  # the latest return first
             if self._live((rank, seq, key)) and key in held and key != incoming and not skip(key):
                 return key
+        if not walked:  # nothing waits: the rest of the order past protected keys after all
+            found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)
+            if found is not None:
+                return found
         return policy_victim(skip, incoming)
 
     def _live(self, entry: tuple[float, int, Hashable]) -> bool:

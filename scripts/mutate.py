@@ -248,8 +248,8 @@ MUTANTS = [
         "retention-paused-before-unhinted",
         "retention: a paused session's blocks go after unhinted ones, before running sessions'",
         "memstore/retention.py",
-        "        found = policy_victim(lambda k: skip(k) or self.protected(k), incoming)\n        if found",
-        "        found = None\n        if found",
+        "            found, walked = policy_victim(passed, incoming), True",
+        "            found, walked = None, True",
         ("tests/test_retention.py",),
     ),
     Mutant(
@@ -267,6 +267,24 @@ MUTANTS = [
         "        rank = -min(b for b in backs if b is not None)",
         "        rank = min(b for b in backs if b is not None)",
         ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "retention-walks-every-protected-key",
+        "retention: a tier of open sessions finds a paused block without walking every block it holds",
+        "memstore/retention.py",
+        "            if looked > SCAN:\n                raise _Enough",
+        "            if False:\n                raise _Enough",
+        ("tests/test_retention.py",),
+    ),
+    Mutant(
+        "policy-walk-loses-entries",
+        "policies: a walk that skip ends leaves the order as it was",
+        "memstore/prefix_policy.py",
+        "    finally:  # skip may raise: what was taken out goes back\n        for entry in held:\n"
+        "            heapq.heappush(heap, entry)",
+        "    except ZeroDivisionError:\n        pass\n"
+        "    for entry in held:\n        heapq.heappush(heap, entry)",
+        ("tests/test_policies.py",),
     ),
     Mutant(
         "retention-estimate-dropped",

@@ -483,3 +483,49 @@ def test_s3fifo_leaves_skipped_keys_where_they_were() -> None:
         policy.insert(k)
     assert policy.victim(lambda k: k == "a") == "b"
     assert policy.victim(lambda k: False) == "a"  # still the oldest: not sent to the back
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stopping(after: int):  # type: ignore[no-untyped-def]
+    """A skip that passes over every key and raises on its ``after + 1``-th call."""
+    calls = 0
+
+    def skip(key: object) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls > after:
+            raise _Stop
+        return True
+
+    return skip
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_a_walk_that_skip_ends_leaves_the_order_as_it_was(name, seed) -> None:  # type: ignore[no-untyped-def]
+    """Retention ends a long walk past protected keys by raising from ``skip``: the policy must then
+    choose exactly as a twin that was never asked."""
+    rng = random.Random(seed)
+    trace = _tree_trace(rng, 60)
+    asked, twin = make_policy(name, 64), make_policy(name, 64)
+    for policy in (asked, twin):
+        for req in trace:
+            parent = None
+            for h in req.hash_ids:
+                if h in set(policy.ordered()):
+                    policy.access(h)
+                else:
+                    policy.insert(h, parent)
+                parent = h
+    pinned = set(rng.sample(sorted(set(asked.ordered())), len(asked) // 2))
+    for stop_after in (1, 3, len(asked) // 3, len(asked) - 1):
+        with pytest.raises(_Stop):
+            asked.victim(_stopping(stop_after))
+    while len(twin):  # the same victims, in the same order, pinned keys passed over
+        a, b = asked.victim(pinned.__contains__), twin.victim(pinned.__contains__)
+        assert a == b, name
+        if a is None:
+            break
+        asked.evict(a), twin.evict(b)  # type: ignore[func-returns-value]

@@ -160,6 +160,30 @@ def test_an_estimate_changes_with_the_sessions_that_wait_and_goes_when_they_resu
     assert len(r.waiting) < 2 * len(r.waiting_of) + 70
 
 
+def test_a_tier_of_open_sessions_gives_up_a_paused_block_without_walking_them_all() -> None:
+    from memstore.retention import SCAN
+
+    n = 4 * SCAN
+    r = Retention(Clock())
+    keys = [f"k{i}" for i in range(n)]
+    policy, held = _lru(*keys, "deep"), {*keys, "deep"}
+    for i in range(0, n, 8):  # 8 blocks a session, every session open
+        r.hint(keys[i : i + 8], Hint(session=f"s{i}"))
+    looks = 0
+
+    def skip(key: object) -> bool:
+        nonlocal looks
+        looks += 1
+        return False
+
+    assert r.victim(policy.victim, skip, held) == "deep"  # nothing waits: the whole walk, as before
+    assert looks > n
+    r.pause_session("s8")
+    looks = 0
+    assert r.victim(policy.victim, skip, held) == "k15"  # the paused tail, before the unhinted "deep"
+    assert looks < 2 * SCAN + 16  # ... found without a look at every block the tier holds
+
+
 def test_bad_hints_are_refused() -> None:
     for bad in ({"ttl": -1.0}, {"ttl": float("nan")}, {"priority": 5000}, {"session": "x" * 300}):
         with pytest.raises(InvalidValueError):
