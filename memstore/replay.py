@@ -110,20 +110,19 @@ def replay(
     admission: Admission | None = None,
     make: Callable[[int], EvictionPolicy] | None = None,
     hints: bool = False,
-    make_retention: Callable[[Callable[[], float]], Retention] = Retention,
     pin_in_use: bool = True,
 ) -> ReplayResult:
     """Run ``trace`` through a cache of ``capacity`` blocks managed by the named policy (or by the one
     ``make(capacity)`` builds, reported under ``policy_name``). With ``hints``, requests' sessions,
-    pauses and ends are told to the cache as the store's retention hints (``memstore.retention``; a
-    ``make_retention(clock)`` of its own, for bounds). ``pin_in_use=False`` lets a request's own blocks
-    be evicted while it runs, as a store that is not told what an engine holds does."""
+    pauses (with their return estimates) and ends are told to the cache as the store's retention hints
+    (``memstore.retention``). ``pin_in_use=False`` lets a request's own blocks be evicted while it
+    runs, as a store that is not told what an engine holds does."""
     trace = list(trace)
     if policy_name == "opt" and make is None:
         return _replay_opt(trace, capacity, block_tokens)
     policy = make(capacity) if make is not None else make_policy(policy_name, capacity)
     now = [0.0]
-    retention = make_retention(lambda: now[0]) if hints else None
+    retention = Retention(lambda: now[0]) if hints else None
     cache = BlockCache(policy, capacity, admission, retention)
     cold_read: set[int] = set()
     res = ReplayResult(policy_name, capacity, 0, 0, 0, 0)
