@@ -23,13 +23,19 @@ Skip = Callable[[Hashable], bool]
 Entry = tuple[Any, int, Hashable]  # (rank, seq, key): a lazy heap's entry
 
 
+# Live entries a walk takes off a heap before it sorts the rest instead: more than retention's SCAN,
+# so a walk that retention bounds never sorts, while one over every key sorts once.
+POPS = 1100
+
+
 def _first_live(heap: list[Entry], skip: Skip, live: Callable[[Entry], bool]) -> Hashable | None:
     """The key of the first entry of ``heap`` that is ``live`` and that ``skip`` passes. Entries no
-    longer live go; the others stay, even when ``skip`` raises."""
-    held = []
+    longer live go; the others stay, even when ``skip`` raises. A long walk (``skip`` passing over
+    more than ``POPS``) goes on over a sorted copy: one sort, not a pop and a push per entry."""
+    held: list[Entry] = []
     found = None
     try:
-        while heap:
+        while heap and len(held) < POPS:
             entry = heapq.heappop(heap)
             if not live(entry):
                 continue  # stale entry
@@ -37,6 +43,8 @@ def _first_live(heap: list[Entry], skip: Skip, live: Callable[[Entry], bool]) ->
             if not skip(entry[2]):
                 found = entry[2]
                 break
+        else:
+            found = next((e[2] for e in sorted(heap) if live(e) and not skip(e[2])), None)
     finally:  # skip may raise: what was taken out goes back
         for entry in held:
             heapq.heappush(heap, entry)

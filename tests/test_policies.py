@@ -529,3 +529,33 @@ def test_a_walk_that_skip_ends_leaves_the_order_as_it_was(name, seed) -> None:  
         if a is None:
             break
         asked.evict(a), twin.evict(b)  # type: ignore[func-returns-value]
+
+
+def test_a_walk_retention_bounds_never_sorts() -> None:
+    """The prefix policies pop up to POPS live entries before they sort the rest: more than the
+    protected blocks retention lets a walk pass (SCAN), so its bounded walk stays a few pops."""
+    from memstore import prefix_policy
+    from memstore.retention import SCAN
+
+    assert prefix_policy.POPS > SCAN
+
+
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-gd"])
+def test_a_walk_past_more_than_pops_keys_still_finds_the_first_in_order(name) -> None:  # type: ignore[no-untyped-def]
+    """Past POPS skipped entries the walk goes on over a sorted copy: the same key as the order says."""
+    from memstore import prefix_policy
+
+    rng = random.Random(7)
+    policy = make_policy(name)
+    n = 3 * prefix_policy.POPS
+    for i in range(n):  # chains of 3: leaves and parents, reused or not
+        policy.insert(i, i - 1 if i % 3 else None)
+        if rng.random() < 0.3:
+            policy.access(i)
+    order = policy.ordered()
+    for allowed in (order[-1], order[n // 2], order[-2]):
+        skip = lambda k, allowed=allowed: k != allowed  # noqa: E731
+        assert policy.victim(skip) == allowed
+    leaves = [k for k in order if k % 3 == 2]
+    assert policy.victim(lambda k: k not in leaves[-2:]) == leaves[-2]  # leaves first, in order
+    assert len(policy) == n and sorted(policy.ordered()) == list(range(n))  # nothing lost on the way
