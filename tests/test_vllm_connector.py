@@ -8,10 +8,13 @@ with a loud message otherwise (a quick local run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -51,14 +54,26 @@ def _require_vllm() -> str:
 
 
 def _script(python: str, name: str, *args: object) -> None:
-    run = subprocess.run(
-        [python, str(ROOT / "tests" / "vllm" / name), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "VLLM_HOST_IP": "127.0.0.1"},
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    """Runs one of tests/vllm/ to its end. Its output goes to files and it leads its own process group:
+    vLLM's engine process, when the script dies before shutting it down, keeps pipes open and would
+    hide the script's exit (and its error) until a timeout; it is killed with the group here."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [python, str(ROOT / "tests" / "vllm" / name), *map(str, args)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={"VLLM_ENGINE_READY_TIMEOUT_S": "300", **os.environ, "VLLM_HOST_IP": "127.0.0.1"},
+        )
+        try:
+            code = proc.wait(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        assert code == 0, f"{name} exited {code}:\n" + out.read()[-8000:]
 
 
 @pytest.fixture(scope="module")

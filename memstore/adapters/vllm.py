@@ -25,6 +25,10 @@ its V rows; ``_to_paged``/``_from_paged`` convert.
 Extra config: ``memstore_target`` (required), ``cache_salt``, ``model_id`` (default: the model path),
 ``revision``, ``log_path`` (JSON lines of lookups and stores, for tests and debugging).
 
+A process that has used gRPC itself (a memstore ``Client``, say) before it starts vLLM should have vLLM
+spawn its engine (``VLLM_WORKER_MULTIPROC_METHOD=spawn``): vLLM forks by default, and a fork of a
+process with gRPC's threads running can hang in the child.
+
 Retention hints come from a request's ``kv_transfer_params`` (``SamplingParams(extra_args=
 {"kv_transfer_params": {...}})``, or the field of that name in vLLM's OpenAI-compatible API):
 ``memstore_ttl`` (seconds to keep its blocks), ``memstore_priority`` and ``memstore_session``; they go

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# vLLM forks its engine process by default. A script that has already used gRPC (e2e.py waits for its
+# server on a channel) has gRPC's threads running, and a fork can copy one of their locks held: the
+# engine then hangs at start, now and then, until vLLM gives up on it (VLLM_ENGINE_READY_TIMEOUT_S).
+# A spawned engine starts clean.
+os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
 PARAMS: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "logprobs": 1}
 
