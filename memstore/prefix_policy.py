@@ -70,7 +70,9 @@ class _PrefixTree:
         self._children: dict[Hashable, int] = {}
         self._score: dict[Hashable, float] = {}
         self._heap: list[Entry] = []  # leaves, by score
-        self._all: list[Entry] = []  # every key, by score: for when every leaf is skipped
+        # every key, by score: for when every leaf is skipped; built when a walk first needs it, so a
+        # store whose leaves always serve pays nothing for it
+        self._all: list[Entry] | None = None
         self._seq = itertools.count()
         self.clock = 0
 
@@ -78,15 +80,17 @@ class _PrefixTree:
         self.clock += 1
         return self.clock
 
+    def _entry(self, key: Hashable) -> Entry:
+        return (self._score[key], next(self._seq), key)
+
     def _push(self, key: Hashable) -> None:
         if self._children.get(key, 0) == 0:
-            heapq.heappush(self._heap, (self._score[key], next(self._seq), key))
+            heapq.heappush(self._heap, self._entry(key))
 
     def _rank(self, key: Hashable, hit: bool) -> None:
         self._score[key] = self.score(key, hit)
-        self._all = _pushed(
-            self._all, (self._score[key], next(self._seq), key), len(self._score), self._scored
-        )
+        if self._all is not None:
+            self._all = _pushed(self._all, self._entry(key), len(self._score), self._scored)
         self._push(key)
 
     def _scored(self, entry: Entry) -> bool:
@@ -131,6 +135,9 @@ class _PrefixTree:
     def victim(self, skip: Skip, incoming: Hashable | None = None) -> Hashable | None:
         found = _first_live(self._heap, skip, self._leaf)
         if found is None:  # every leaf skipped, or parents that writers named in a cycle: any key will do
+            if self._all is None:
+                self._all = [self._entry(key) for key in self._score]
+                heapq.heapify(self._all)
             found = _first_live(self._all, skip, self._scored)
         return found
 
@@ -264,8 +271,9 @@ class PrefixGreedyDual:
         self._parent: dict[Hashable, Hashable] = {}
         self._children: dict[Hashable, int] = {}
         self._heaps: tuple[list[Entry], list[Entry]] = ([], [])  # leaves, never reused and reused
-        # every key, leaves or not, in ``ordered()``'s order: for when every leaf is skipped
-        self._all: list[Entry] = []
+        # every key, leaves or not, in ``ordered()``'s order: for when every leaf is skipped; built when
+        # a walk first needs it
+        self._all: list[Entry] | None = None
         self._seq = itertools.count()
         self._tick = 0
         self._inflation = 0.0  # GreedyDual's L
@@ -289,8 +297,11 @@ class PrefixGreedyDual:
             self._tick += 1
             self._priority[key] = float(self._tick)
         self._push(key)
-        rank = (uses > 0, self._priority[key])
-        self._all = _pushed(self._all, (rank, next(self._seq), key), len(self._uses), self._current)
+        if self._all is not None:
+            self._all = _pushed(self._all, self._entry(key), len(self._uses), self._current)
+
+    def _entry(self, key: Hashable) -> Entry:
+        return ((self._uses[key] > 0, self._priority[key]), next(self._seq), key)
 
     def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
         uses = self._uses.get(key, 0)  # a put of a key it holds keeps its history
@@ -362,7 +373,10 @@ class PrefixGreedyDual:
             key = self._leaf(self._heaps[reused], reused, skip)
             if key is not None:
                 return key
-        return _first_live(self._all, skip, self._current)  # every leaf skipped
+        if self._all is None:  # every leaf skipped, for the first time
+            self._all = [self._entry(key) for key in self._uses]
+            heapq.heapify(self._all)
+        return _first_live(self._all, skip, self._current)
 
     def _current(self, entry: Entry) -> bool:
         (reused, priority), _, key = entry

@@ -559,3 +559,23 @@ def test_a_walk_past_more_than_pops_keys_still_finds_the_first_in_order(name) ->
     leaves = [k for k in order if k % 3 == 2]
     assert policy.victim(lambda k: k not in leaves[-2:]) == leaves[-2]  # leaves first, in order
     assert len(policy) == n and sorted(policy.ordered()) == list(range(n))  # nothing lost on the way
+
+
+@pytest.mark.parametrize("name", ["prefix-lru", "prefix-gd"])
+def test_the_order_of_every_key_follows_uses_once_a_walk_has_built_it(name) -> None:  # type: ignore[no-untyped-def]
+    """The order a walk takes when every leaf is skipped is built by the first such walk, then kept: keys
+    used or inserted after it are found where ``ordered()`` puts them."""
+    policy = make_policy(name)
+    for i in range(30):  # chains of 3: two parents and a leaf each
+        policy.insert(i, i - 1 if i % 3 else None)
+    parents = [k for k in policy.ordered() if k % 3 != 2]
+    assert policy.victim(lambda k: k not in parents) == parents[0]  # every leaf skipped: built here
+    for k in parents[:5]:
+        policy.access(k), policy.access(k)  # type: ignore[func-returns-value]
+    policy.insert(100, parents[-1])
+    policy.insert(101, 100)  # a new parent, 100, and its leaf
+    order = [k for k in policy.ordered() if k in {*parents, 100}]
+    assert order[0] == parents[5] and policy.victim(lambda k: k not in parents) == parents[5]
+    used = [k for k in order if k in {*parents[:5], 100}]
+    assert policy.victim(lambda k: k not in used) == used[0]
+    assert policy.victim(lambda k: k != 100) == 100
