@@ -290,7 +290,8 @@ MUTANTS = [
         "policy-order-of-every-key-not-kept",
         "policies: the order of every key, once a walk has built it, follows later uses and inserts",
         "memstore/prefix_policy.py",
-        "        if self._all is not None:\n            self._all = _pushed(self._all, self._entry(key), len(self._uses)",
+        "        if self._all is not None:\n"
+        "            self._all = _pushed(self._all, self._entry(key), len(self._uses)",
         "        if False:\n            self._all = _pushed(self._all, self._entry(key), len(self._uses)",
         ("tests/test_policies.py",),
     ),
