@@ -174,6 +174,10 @@ class PrefixSLRU:
     in each segment prefers leaves of the prefix tree, so a chain loses its tail before its head (a
     prefix hit needs every block above it). Sizes are fractions of the keys tracked: nothing is fitted
     to one trace, and the store can use it on byte-budgeted tiers.
+
+    Blocks are stored head first, so a segment's oldest keys are mostly parents: each segment's leaves
+    are also kept in a lazy heap by their place in it (a stamp taken when a key enters the segment or
+    moves to its end), so a victim is found without walking past the parents.
     """
 
     name = "prefix-slru"
@@ -185,9 +189,33 @@ class PrefixSLRU:
         self._ghost: OrderedDict[Hashable, None] = OrderedDict()
         self._parent: dict[Hashable, Hashable] = {}
         self._children: dict[Hashable, int] = {}
+        self._stamp: dict[Hashable, int] = {}  # a key's place in its segment
+        self._leaves: list[list[Entry]] = [[], []]  # probation's, protected's
+        self._live = (self._leaf_of(self._probation), self._leaf_of(self._protected))
+        self._stamps = itertools.count()
 
     def _tracked(self, key: Hashable) -> bool:
         return key in self._probation or key in self._protected
+
+    def _placed(self, key: Hashable, protected: bool) -> None:
+        """``key`` is now at the end of a segment: stamped, and pushed as a leaf if it is one."""
+        (self._protected if protected else self._probation)[key] = None
+        stamp = self._stamp[key] = next(self._stamps)
+        if key not in self._children:
+            self._push(key, stamp, protected)
+
+    def _push(self, key: Hashable, stamp: int, protected: bool) -> None:
+        i = int(protected)
+        self._leaves[i] = _pushed(self._leaves[i], (stamp, stamp, key), len(self), self._live[i])
+
+    def _leaf_of(self, segment: OrderedDict[Hashable, None]) -> Callable[[Entry], bool]:
+        """Whether an entry of ``segment``'s heap is a leaf still at that place in it."""
+
+        def live(entry: Entry) -> bool:
+            key = entry[2]
+            return key in segment and self._stamp[key] == entry[0] and key not in self._children
+
+        return live
 
     def insert(self, key: Hashable, parent: Hashable | None = None) -> None:
         self.remove(key)
@@ -196,25 +224,29 @@ class PrefixSLRU:
             self._children[parent] = self._children.get(parent, 0) + 1
         if key in self._ghost:  # evicted from probation recently and wanted again: it is a reused block
             del self._ghost[key]
-            self._protected[key] = None
+            self._placed(key, True)
         else:
-            self._probation[key] = None
+            self._placed(key, False)
 
     def access(self, key: Hashable) -> None:
         if key in self._probation:
             del self._probation[key]
-            self._protected[key] = None
+            self._placed(key, True)
         elif key in self._protected:
-            self._protected.move_to_end(key)
+            del self._protected[key]
+            self._placed(key, True)
 
     def remove(self, key: Hashable) -> None:
         self._probation.pop(key, None)
         self._protected.pop(key, None)
+        self._stamp.pop(key, None)
         parent = self._parent.pop(key, None)
         if parent is not None:
             self._children[parent] -= 1
             if not self._children[parent]:
                 del self._children[parent]
+                if self._tracked(parent):  # it became a leaf
+                    self._push(parent, self._stamp[parent], parent in self._protected)
 
     def evict(self, key: Hashable) -> None:
         if key in self._probation:
@@ -228,11 +260,15 @@ class PrefixSLRU:
             segments = (self._protected, self._probation)
         else:
             segments = (self._probation, self._protected)
-        for leaves_only in (True, False):  # fall back to a non-leaf only when every leaf is skipped
-            for segment in segments:
-                for key in segment:
-                    if not skip(key) and not (leaves_only and key in self._children):
-                        return key
+        for segment in segments:
+            i = int(segment is self._protected)
+            found = _first_live(self._leaves[i], skip, self._live[i])
+            if found is not None:
+                return found
+        for segment in segments:  # every leaf skipped: a parent will do
+            for key in segment:
+                if not skip(key):
+                    return key
         return None
 
     def ordered(self) -> list[Hashable]:

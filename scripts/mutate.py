@@ -296,6 +296,23 @@ MUTANTS = [
         ("tests/test_policies.py",),
     ),
     Mutant(
+        "prefix-slru-leaf-forgotten",
+        "policies: prefix-slru's parent whose last child goes is a leaf it can give up",
+        "memstore/prefix_policy.py",
+        "                if self._tracked(parent):  # it became a leaf",
+        "                if False:",
+        ("tests/test_policies.py",),
+    ),
+    Mutant(
+        "prefix-slru-stale-place",
+        "policies: prefix-slru's leaves go in their segment's order after a hit moves one",
+        "memstore/prefix_policy.py",
+        "        elif key in self._protected:\n            del self._protected[key]\n"
+        "            self._placed(key, True)",
+        "        elif key in self._protected:\n            self._protected.move_to_end(key)",
+        ("tests/test_policies.py",),
+    ),
+    Mutant(
         "retention-estimate-dropped",
         "retention: a pause's return estimate reaches the store over gRPC",
         "server/memstore_server/servicer.py",

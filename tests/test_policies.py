@@ -579,3 +579,41 @@ def test_the_order_of_every_key_follows_uses_once_a_walk_has_built_it(name) -> N
     used = [k for k in order if k in {*parents[:5], 100}]
     assert policy.victim(lambda k: k not in used) == used[0]
     assert policy.victim(lambda k: k != 100) == 100
+
+
+def _walked_victim(policy, skip):  # type: ignore[no-untyped-def]
+    """prefix-slru's choice by walking its segments in order: leaves first, then any key."""
+    if len(policy._protected) > policy.PROTECTED * len(policy):
+        segments = (policy._protected, policy._probation)
+    else:
+        segments = (policy._probation, policy._protected)
+    for leaves_only in (True, False):
+        for segment in segments:
+            for key in segment:
+                if not skip(key) and not (leaves_only and key in policy._children):
+                    return key
+    return None
+
+
+def test_prefix_slru_finds_the_leaf_its_segments_walk_would(seed) -> None:  # type: ignore[no-untyped-def]
+    """Its heaps of leaves give the key a walk of each segment in order would, on chains that grow,
+    get reused, lose their tails and come back, with keys skipped at random."""
+    rng = random.Random(seed)
+    policy = make_policy("prefix-slru", 64)
+    for req in _tree_trace(rng, 400):
+        parent = None
+        for h in req.hash_ids:
+            if h in policy._probation or h in policy._protected:
+                policy.access(h)
+            else:
+                while len(policy) >= 64:
+                    skipped = set(rng.sample(policy.ordered(), rng.randrange(len(policy))))
+                    victim = policy.victim(skipped.__contains__)
+                    assert victim == _walked_victim(policy, skipped.__contains__)
+                    if victim is None:
+                        victim = policy.victim(lambda k: False)
+                    policy.evict(victim)
+                policy.insert(h, parent)
+            parent = h
+        if rng.random() < 0.1 and len(policy):  # a block deleted outright, its chain broken
+            policy.remove(rng.choice(policy.ordered()))
