@@ -313,6 +313,22 @@ MUTANTS = [
         ("tests/test_policies.py",),
     ),
     Mutant(
+        "compactor-oldest-first",
+        "compactor: warm's newest raw records are compressed first",
+        "memstore/compactor.py",
+        "            fk = self._queue.pop()  # the newest",
+        "            fk = self._queue.popleft()",
+        ("tests/test_compactor.py",),
+    ),
+    Mutant(
+        "compactor-forgets-dropped",
+        "compactor: records that fell off a full queue are compressed all the same",
+        "memstore/compactor.py",
+        "            self._dropped = self._dropped or len(self._queue) == QUEUE",
+        "            self._dropped = False",
+        ("tests/test_compactor.py",),
+    ),
+    Mutant(
         "retention-estimate-dropped",
         "retention: a pause's return estimate reaches the store over gRPC",
         "server/memstore_server/servicer.py",
