@@ -14,7 +14,7 @@ import heapq
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 Skip = Callable[[Hashable], bool]
@@ -49,6 +49,12 @@ def _first_live(heap: list[Entry], skip: Skip, live: Callable[[Entry], bool]) ->
         for entry in held:
             heapq.heappush(heap, entry)
     return found
+
+
+def _heap_of(entries: Iterable[Entry]) -> list[Entry]:
+    heap = list(entries)
+    heapq.heapify(heap)
+    return heap
 
 
 def _pushed(heap: list[Entry], entry: Entry, keys: int, live: Callable[[Entry], bool]) -> list[Entry]:
@@ -136,8 +142,7 @@ class _PrefixTree:
         found = _first_live(self._heap, skip, self._leaf)
         if found is None:  # every leaf skipped, or parents that writers named in a cycle: any key will do
             if self._all is None:
-                self._all = [self._entry(key) for key in self._score]
-                heapq.heapify(self._all)
+                self._all = _heap_of(map(self._entry, self._score))
             found = _first_live(self._all, skip, self._scored)
         return found
 
@@ -200,12 +205,13 @@ class PrefixSLRU:
     def _placed(self, key: Hashable, protected: bool) -> None:
         """``key`` is now at the end of a segment: stamped, and pushed as a leaf if it is one."""
         (self._protected if protected else self._probation)[key] = None
-        stamp = self._stamp[key] = next(self._stamps)
+        self._stamp[key] = next(self._stamps)
         if key not in self._children:
-            self._push(key, stamp, protected)
+            self._push(key, protected)
 
-    def _push(self, key: Hashable, stamp: int, protected: bool) -> None:
-        i = int(protected)
+    def _push(self, key: Hashable, protected: bool) -> None:
+        """``key``, a leaf, into its segment's heap at its place there."""
+        i, stamp = int(protected), self._stamp[key]
         self._leaves[i] = _pushed(self._leaves[i], (stamp, stamp, key), len(self), self._live[i])
 
     def _leaf_of(self, segment: OrderedDict[Hashable, None]) -> Callable[[Entry], bool]:
@@ -246,7 +252,7 @@ class PrefixSLRU:
             if not self._children[parent]:
                 del self._children[parent]
                 if self._tracked(parent):  # it became a leaf
-                    self._push(parent, self._stamp[parent], parent in self._protected)
+                    self._push(parent, parent in self._protected)
 
     def evict(self, key: Hashable) -> None:
         if key in self._probation:
@@ -410,8 +416,7 @@ class PrefixGreedyDual:
             if key is not None:
                 return key
         if self._all is None:  # every leaf skipped, for the first time
-            self._all = [self._entry(key) for key in self._uses]
-            heapq.heapify(self._all)
+            self._all = _heap_of(map(self._entry, self._uses))
         return _first_live(self._all, skip, self._current)
 
     def _current(self, entry: Entry) -> bool:
