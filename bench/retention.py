@@ -56,7 +56,7 @@ def _hot_us(name: str, n: int) -> float:
         policy = make_policy(name, n)
         for i in range(n):
             policy.insert(i, i - 1 if i % SESSION_BLOCKS else None)
-        keys = list(range(n))  # a sample of keys held, for the reads
+        keys = list(range(n))  # keys put, one per slot, for the reads (some since given up: a no-op read)
         start = time.perf_counter()
         for i in range(n, n + HOT_CYCLES):
             policy.insert(i, i - 1 if i % SESSION_BLOCKS else None)
